@@ -36,17 +36,19 @@ drop_reasons! {
     EthernetTruncated = "ethernet_truncated",
     /// The outer EtherType is neither IPv4 nor IPv6.
     OuterNotIp = "outer_not_ip",
-    /// The outer IPv4 header is truncated or its version or header length is wrong.
+    /// The frame ends before the outer IP packet does: its header, or the payload its length
+    /// field announces, is cut short (a capture's snap length, a broken link).
+    OuterTruncated = "outer_truncated",
+    /// The outer IPv4 version or header length is wrong.
     Ipv4HeaderInvalid = "ipv4_header_invalid",
     /// The outer IPv4 header checksum does not verify (always checked).
     Ipv4Checksum = "ipv4_checksum",
-    /// The outer IPv4 total length is zero (a BIG TCP super-packet), shorter than its header,
-    /// or longer than the frame.
+    /// The outer IPv4 total length is zero (a BIG TCP super-packet) or shorter than its
+    /// header.
     Ipv4LengthInvalid = "ipv4_length_invalid",
-    /// The outer IPv6 header is truncated or its version is wrong.
+    /// The outer IPv6 version is wrong.
     Ipv6HeaderInvalid = "ipv6_header_invalid",
-    /// The outer IPv6 payload length is zero (a jumbogram or BIG TCP super-packet) or longer
-    /// than the frame.
+    /// The outer IPv6 payload length is zero (a jumbogram or BIG TCP super-packet).
     Ipv6LengthInvalid = "ipv6_length_invalid",
     /// The outer IPv6 header is followed by an extension header other than a fragment header.
     Ipv6ExtensionHeader = "ipv6_extension_header",

@@ -61,4 +61,9 @@ mod vni;
 pub mod wire;
 
 pub use drop_reason::{DropCounters, DropReason};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use vni::{InvalidVni, Vni};

@@ -98,18 +98,24 @@ pub fn decap(config: &DecapConfig, frame: &mut [u8]) -> Result<Decapsulated, Dro
             let Some(&[version_ihl, tos, len_hi, len_lo, _, _, frag_hi, frag_lo, ttl, protocol]) =
                 ip.get(..10)
             else {
-                return Err(DropReason::Ipv4HeaderInvalid);
+                return Err(DropReason::OuterTruncated);
             };
             let header_len = usize::from(version_ihl & 0x0F) * 4;
-            if version_ihl >> 4 != 4 || header_len < IPV4_HEADER_LEN || header_len > ip.len() {
+            if version_ihl >> 4 != 4 || header_len < IPV4_HEADER_LEN {
                 return Err(DropReason::Ipv4HeaderInvalid);
+            }
+            if header_len > ip.len() {
+                return Err(DropReason::OuterTruncated);
             }
             if !ipv4_header_valid(ip, header_len) {
                 return Err(DropReason::Ipv4Checksum);
             }
             let total_len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
-            if total_len < header_len || total_len > ip.len() {
+            if total_len < header_len {
                 return Err(DropReason::Ipv4LengthInvalid);
+            }
+            if total_len > ip.len() {
+                return Err(DropReason::OuterTruncated);
             }
             if u16::from_be_bytes([frag_hi, frag_lo]) & 0x3FFF != 0 {
                 return Err(DropReason::OuterFragment);
@@ -126,14 +132,17 @@ pub fn decap(config: &DecapConfig, frame: &mut [u8]) -> Result<Decapsulated, Dro
         }
         ethertype::IPV6 => {
             let Some(header) = ip.get(..IPV6_HEADER_LEN) else {
-                return Err(DropReason::Ipv6HeaderInvalid);
+                return Err(DropReason::OuterTruncated);
             };
             if header[0] >> 4 != 6 {
                 return Err(DropReason::Ipv6HeaderInvalid);
             }
             let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
-            if payload_len == 0 || IPV6_HEADER_LEN + payload_len > ip.len() {
+            if payload_len == 0 {
                 return Err(DropReason::Ipv6LengthInvalid);
+            }
+            if IPV6_HEADER_LEN + payload_len > ip.len() {
+                return Err(DropReason::OuterTruncated);
             }
             match header[6] {
                 17 => {}
@@ -254,19 +263,22 @@ fn propagate_ecn(frame: &mut [u8], layout: inner::Layout, outer: Ecn) -> Result<
     let l3 = layout.l3;
     match layout.ethertype {
         ethertype::IPV4 => {
-            let Some(header) = frame.get_mut(l3..l3 + IPV4_HEADER_LEN) else {
+            let Some(&[version_ihl, tos]) = frame.get(l3..l3 + 2) else {
                 return Err(DropReason::InnerTruncated);
             };
-            if header[0] >> 4 != 4 {
+            if version_ihl >> 4 != 4 {
                 return Ok(()); // Not IPv4 after all: nothing that carries ECN.
             }
-            let tos = header[1];
             let inner = Ecn::from_tos(tos);
             let new = ecn::decap(inner, outer).ok_or(DropReason::EcnCeOnNotEct)?;
             if new != inner {
+                // The checksum must follow the change (RFC 1624), so it must be there.
+                let Some(header) = frame.get_mut(l3..l3 + IPV4_HEADER_LEN) else {
+                    return Err(DropReason::InnerTruncated);
+                };
                 let new_tos = (tos & !0b11) | new.bits();
-                let old_word = u16::from_be_bytes([header[0], tos]);
-                let new_word = u16::from_be_bytes([header[0], new_tos]);
+                let old_word = u16::from_be_bytes([version_ihl, tos]);
+                let new_word = u16::from_be_bytes([version_ihl, new_tos]);
                 let checksum = u16::from_be_bytes([header[10], header[11]]);
                 header[1] = new_tos;
                 header[10..12]

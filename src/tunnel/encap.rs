@@ -324,6 +324,7 @@ mod test {
     use super::*;
     use core::net::{Ipv4Addr, Ipv6Addr};
 
+    use crate::tunnel::DecapConfig;
     use crate::wire::EthernetAddress;
 
     const LOCAL_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x01]);
@@ -369,6 +370,24 @@ mod test {
             }),
             ConfigError::GpePort
         );
+        assert_eq!(
+            bad(EncapConfig {
+                udp_port: 6081,
+                ..base
+            }),
+            ConfigError::GenevePort
+        );
+        let decap_on = |udp_port| {
+            DecapConfig {
+                udp_port,
+                ..DecapConfig::default()
+            }
+            .validate()
+        };
+        assert_eq!(decap_on(4790), Err(ConfigError::GpePort));
+        assert_eq!(decap_on(6081), Err(ConfigError::GenevePort));
+        assert_eq!(decap_on(0), Err(ConfigError::ZeroUdpPort));
+        assert_eq!(decap_on(8472), Ok(()));
         assert_eq!(
             bad(EncapConfig {
                 ttl: TtlPolicy::Fixed(0),

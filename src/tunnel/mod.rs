@@ -229,7 +229,8 @@ impl Default for DecapConfig {
 }
 
 impl DecapConfig {
-    /// Checks the configuration: the port must be non-zero and not VXLAN-GPE's.
+    /// Checks the configuration: the port must be non-zero and neither VXLAN-GPE's nor
+    /// Geneve's.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_port(self.udp_port)
     }
@@ -242,10 +243,15 @@ impl DecapConfig {
     }
 }
 
+/// Geneve's IANA port (RFC 8926): its headers can look like VXLAN's (a first byte of 0x08 or
+/// 0x0a is a Geneve header with 8 or 40 bytes of options), so VXLAN must never listen there.
+const GENEVE_PORT: u16 = 6081;
+
 fn check_port(port: u16) -> Result<(), ConfigError> {
     match port {
         0 => Err(ConfigError::ZeroUdpPort),
         vxlan::GPE_PORT => Err(ConfigError::GpePort),
+        GENEVE_PORT => Err(ConfigError::GenevePort),
         _ => Ok(()),
     }
 }
@@ -307,6 +313,8 @@ pub enum ConfigError {
     ZeroUdpPort,
     /// The UDP port is 4790, VXLAN-GPE's: a different protocol.
     GpePort,
+    /// The UDP port is 6081, Geneve's: a different protocol.
+    GenevePort,
     /// The source port range is empty, reversed or includes port 0.
     SourcePortRange {
         /// First port given.
@@ -336,6 +344,9 @@ impl fmt::Display for ConfigError {
             ConfigError::GpePort => f.write_str(
                 "udp_port: 4790 is VXLAN-GPE's port, a different protocol; use 4789 (IANA) or 8472 (Linux legacy)",
             ),
+            ConfigError::GenevePort => f.write_str(
+                "udp_port: 6081 is Geneve's port, a different protocol; use 4789 (IANA) or 8472 (Linux legacy)",
+            ),
             ConfigError::SourcePortRange { first, last } => write!(
                 f,
                 "source_port_range: [{first}, {last}] must be non-zero and in order (first <= last)"
@@ -356,3 +367,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod test_vectors;
