@@ -200,7 +200,7 @@ impl EncapTemplate {
     ///
     /// Refusals: [`DropReason::NoHeadroom`] when `inner.start` is less than the header
     /// length; [`DropReason::InnerTruncated`] for a range outside `buf` or a frame shorter
-    /// than an Ethernet header; [`DropReason::InnerVlanTagged`] for a tagged frame when tags
+    /// than its Ethernet header (14 bytes, 18 with a tag); [`DropReason::InnerVlanTagged`] for a tagged frame when tags
     /// are not carried; [`DropReason::MtuExceeded`] when the outer packet would exceed the
     /// MTU. In that last case [`too_big_reply`](Self::too_big_reply) builds the ICMP error
     /// for the inner sender.
@@ -235,7 +235,10 @@ impl EncapTemplate {
         let inner_tos = fields.map_or(0, |f| f.tos);
         let ttl = match self.ttl {
             TtlPolicy::Fixed(ttl) => ttl,
-            TtlPolicy::Inherit => fields.map_or(64, |f| f.ttl),
+            TtlPolicy::Inherit => match fields {
+                Some(f) if f.ttl != 0 => f.ttl,
+                _ => 64,
+            },
         };
         // DSCP from the policy, ECN copied from the inner packet (RFC 6040 normal mode).
         let tos = match self.tos {

@@ -123,7 +123,9 @@ pub enum DfPolicy {
 pub enum TtlPolicy {
     /// A fixed value, 1..=255.
     Fixed(u8),
-    /// The inner IPv4 TTL or IPv6 hop limit; 64 for other payloads such as ARP.
+    /// The inner IPv4 TTL or IPv6 hop limit; 64 for other payloads such as ARP, and in place
+    /// of an inherited 0 (which the first router would drop), as Linux falls back to the
+    /// route's default.
     Inherit,
 }
 
@@ -326,7 +328,7 @@ pub enum ConfigError {
     ZeroTtl,
     /// A fixed TOS with ECN bits set; ECN always comes from the inner packet (RFC 6040).
     TosEcnBits(u8),
-    /// The MTU leaves no room for an inner Ethernet header.
+    /// The MTU cannot carry a minimum-size (64-byte) inner Ethernet frame.
     MtuTooSmall {
         /// MTU given.
         mtu: u16,
