@@ -9,7 +9,7 @@
 //! [`decap`] validates a frame from the underlay against every receive rule (outer IP,
 //! UDP port and checksum, VXLAN flags, inner VLAN policy, RFC 6040 ECN), applies the ECN
 //! decapsulation table to the inner IP header in place, and returns where the inner frame
-//! is. Every refusal is a [`DropReason`].
+//! is. Every refusal is a [`DropReason`](crate::DropReason).
 //!
 //! Defaults, and where peers differ (each difference is an option here):
 //!
