@@ -76,34 +76,32 @@ pub(crate) fn ip_fields(frame: &[u8], layout: Layout) -> Option<IpFields> {
 
 /// A 64-bit multiply folded into 64 bits (the mixing step of foldhash and wyhash): cheap,
 /// and every input bit reaches every output bit.
-#[inline]
+#[inline(always)]
 fn folded_multiply(a: u64, b: u64) -> u64 {
     let full = u128::from(a) * u128::from(b);
     (full as u64) ^ ((full >> 64) as u64)
 }
 
-const SEED: u64 = 0x243F_6A88_85A3_08D3; // pi's fraction: no structure to meet the data's.
-const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15; // 2^64 / golden ratio.
+// Fixed keys (the digits of pi's fraction, as foldhash's): no structure to meet the data's.
+const KEYS: [u64; 7] = [
+    0x243F_6A88_85A3_08D3,
+    0x1319_8A2E_0370_7344,
+    0xA409_3822_299F_31D0,
+    0x082E_FA98_EC4E_6C89,
+    0x4528_21E6_38D0_1377,
+    0xBE54_66CF_34E9_0C6C,
+    0xC0AC_29B7_C97C_50DD,
+];
 
-#[inline]
-fn mix(hash: u64, word: u64) -> u64 {
-    folded_multiply(hash ^ word, MULTIPLIER)
+#[inline(always)]
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_ne_bytes(word)
 }
 
-#[inline]
-fn word_at(data: &[u8], offset: usize) -> u64 {
-    match data.get(offset..offset + 8) {
-        Some(bytes) => {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(bytes);
-            u64::from_ne_bytes(word)
-        }
-        None => 0,
-    }
-}
-
-#[inline]
-fn half_word_at(data: &[u8], offset: usize) -> u64 {
+#[inline(always)]
+fn u32_at(data: &[u8], offset: usize) -> u64 {
     match data.get(offset..offset + 4) {
         Some(&[a, b, c, d]) => u64::from(u32::from_ne_bytes([a, b, c, d])),
         _ => 0,
@@ -111,50 +109,123 @@ fn half_word_at(data: &[u8], offset: usize) -> u64 {
 }
 
 /// IP protocols whose header starts with 16-bit source and destination ports.
-#[inline]
+#[inline(always)]
 fn has_ports(protocol: u8) -> bool {
     matches!(protocol, 6 | 17 | 33 | 132 | 136) // TCP, UDP, DCCP, SCTP, UDP-Lite
 }
 
 /// A hash of the inner flow, for the outer UDP source port (RFC 7348 section 5): the inner
-/// MAC addresses, and for IP the addresses, the protocol and, where the protocol has them
-/// and the packet is not a fragment, the ports. Constant for a flow, deterministic across
-/// processes and machines (no random seed), so that every sender of a flow picks the same
-/// underlay path.
-#[inline]
+/// MAC addresses and EtherType, and for IP the addresses, the protocol and, where the
+/// protocol has them and the packet is not a fragment, the ports. An IP header too short to
+/// hold its addresses adds nothing. Constant for a flow, deterministic across processes and
+/// machines (no random seed), so that every sender of a flow picks the same underlay path.
+///
+/// Two independent folded multiplies (link layer, network layer) and one to combine them:
+/// their latency, not their number, is what a packet waits for.
+#[inline(always)]
 pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
-    // Destination and source MAC: bytes 0..12.
-    let mut hash = mix(SEED, word_at(frame, 0));
-    hash = mix(hash, half_word_at(frame, 8));
+    let Some(ethernet) = frame.first_chunk::<12>() else {
+        return 0; // `layout` succeeded, so this is never reached.
+    };
+    let link = folded_multiply(
+        u64_at(ethernet, 0) ^ KEYS[0],
+        (u32_at(ethernet, 8) | u64::from(layout.ethertype) << 32) ^ KEYS[1],
+    );
     let l3 = layout.l3;
-    match layout.ethertype {
-        ethertype::IPV4 => {
-            if let Some(&[version_ihl, _, _, _, _, _, frag_hi, frag_lo, _, protocol]) =
-                frame.get(l3..l3 + 10)
-            {
-                // Addresses, 12..20 of the IP header.
-                hash = mix(hash, word_at(frame, l3 + 12) ^ u64::from(protocol));
-                let fragment = u16::from_be_bytes([frag_hi, frag_lo]) & 0x3FFF != 0;
-                if has_ports(protocol) && !fragment {
-                    let ports = l3 + usize::from(version_ihl & 0x0F) * 4;
-                    hash = mix(hash, half_word_at(frame, ports));
-                }
+    let (first, second) = match layout.ethertype {
+        ethertype::IPV4 => match frame.get(l3..).and_then(<[u8]>::first_chunk::<20>) {
+            Some(ip) => {
+                let protocol = ip[9];
+                let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
+                let ports = if has_ports(protocol) && !fragment {
+                    u32_at(frame, l3 + usize::from(ip[0] & 0x0F) * 4)
+                } else {
+                    0
+                };
+                (u64_at(ip, 12), ports | u64::from(protocol) << 32)
             }
-        }
-        ethertype::IPV6 => {
-            if let Some(&next_header) = frame.get(l3 + 6) {
-                hash = mix(hash, word_at(frame, l3 + 8) ^ u64::from(next_header));
-                hash = mix(hash, word_at(frame, l3 + 16));
-                hash = mix(hash, word_at(frame, l3 + 24));
-                hash = mix(hash, word_at(frame, l3 + 32));
-                if has_ports(next_header) {
-                    hash = mix(hash, half_word_at(frame, l3 + 40));
-                }
+            None => (0, 0),
+        },
+        ethertype::IPV6 => match frame.get(l3..).and_then(<[u8]>::first_chunk::<40>) {
+            Some(ip) => {
+                let next_header = ip[6];
+                let ports = if has_ports(next_header) {
+                    u32_at(frame, l3 + 40)
+                } else {
+                    0
+                };
+                let addrs = folded_multiply(u64_at(ip, 8) ^ KEYS[4], u64_at(ip, 16) ^ KEYS[5])
+                    ^ folded_multiply(u64_at(ip, 24) ^ KEYS[6], u64_at(ip, 32) ^ KEYS[0]);
+                (addrs, ports | u64::from(next_header) << 32)
             }
+            None => (0, 0),
+        },
+        _ => (0, 0),
+    };
+    let network = folded_multiply(first ^ KEYS[2], second ^ KEYS[3]);
+    (folded_multiply(link ^ network, KEYS[4]) >> 32) as u32
+}
+
+/// [`flow_hash`] of an untagged frame whose IPv4 header has no options (`h[12..15]` is
+/// `08 00 45`), from its first 38 bytes.
+#[inline(always)]
+pub(crate) fn flow_hash_ipv4(h: &[u8; 38]) -> u32 {
+    let protocol = h[23];
+    let fragment = u16::from_be_bytes([h[20], h[21]]) & 0x3FFF != 0;
+    let ports = if has_ports(protocol) && !fragment {
+        u64::from(u32::from_ne_bytes([h[34], h[35], h[36], h[37]]))
+    } else {
+        0
+    };
+    let link = folded_multiply(
+        u64_at(h, 0) ^ KEYS[0],
+        (u32_at(h, 8) | u64::from(ethertype::IPV4) << 32) ^ KEYS[1],
+    );
+    let network = folded_multiply(
+        u64_at(h, 26) ^ KEYS[2],
+        (ports | u64::from(protocol) << 32) ^ KEYS[3],
+    );
+    (folded_multiply(link ^ network, KEYS[4]) >> 32) as u32
+}
+
+/// What encapsulation reads of an inner frame, in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inspection {
+    pub layout: Layout,
+    pub ip: Option<IpFields>,
+    pub hash: u32,
+}
+
+/// [`layout`], [`ip_fields`] and [`flow_hash`] at once. The common case, an untagged frame
+/// with an IPv4 header without options, is read at fixed offsets from one bounds check;
+/// everything else takes the general functions, with the same results (tested).
+#[inline(always)]
+pub(crate) fn inspect(frame: &[u8]) -> Result<Inspection, DropReason> {
+    if let Some(h) = frame.first_chunk::<38>() {
+        if h[12..15] == [0x08, 0x00, 0x45] {
+            let layout = Layout {
+                l3: ETHERNET_HEADER_LEN,
+                ethertype: ethertype::IPV4,
+                tagged: false,
+            };
+            let ip = IpFields {
+                tos: h[15],
+                ttl: h[22],
+                dont_fragment: h[20] & 0x40 != 0,
+            };
+            return Ok(Inspection {
+                layout,
+                ip: Some(ip),
+                hash: flow_hash_ipv4(h),
+            });
         }
-        other => hash = mix(hash, u64::from(other)),
     }
-    (folded_multiply(hash, SEED) >> 32) as u32
+    let layout = layout(frame)?;
+    Ok(Inspection {
+        layout,
+        ip: ip_fields(frame, layout),
+        hash: flow_hash(frame, layout),
+    })
 }
 
 #[cfg(test)]
@@ -218,6 +289,29 @@ mod test {
         // A wrong version is not IP.
         let bogus = frame(0x0800, &[0x65, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(ip_fields(&bogus, layout(&bogus).unwrap()), None);
+    }
+
+    #[test]
+    fn inspect_fast_path_agrees_with_the_general_functions() {
+        let mut tcp = frame(0x0800, &[0x45, 0xb9, 0, 40, 0, 0, 0x40, 0, 17, 6]);
+        tcp[26..34].copy_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
+        tcp[34..38].copy_from_slice(&[0x30, 0x39, 0x00, 0x50]);
+        let mut cases = [tcp; 5];
+        cases[1][20] = 0x20; // a fragment: no ports
+        cases[2][23] = 1; // ICMP: no ports
+        cases[3][14] = 0x46; // options: the general path
+        cases[4][12] = 0x86; // IPv6 EtherType
+        for (i, frame) in cases.iter().enumerate() {
+            for len in [14, 20, 37, 38, 54, 80] {
+                let frame = &frame[..len];
+                let general = layout(frame).map(|layout| Inspection {
+                    layout,
+                    ip: ip_fields(frame, layout),
+                    hash: flow_hash(frame, layout),
+                });
+                assert_eq!(inspect(frame), general, "case {i}, {len} bytes");
+            }
+        }
     }
 
     #[test]
