@@ -120,8 +120,10 @@ fn has_ports(protocol: u8) -> bool {
 /// hold its addresses adds nothing. Constant for a flow, deterministic across processes and
 /// machines (no random seed), so that every sender of a flow picks the same underlay path.
 ///
-/// Two independent folded multiplies (link layer, network layer) and one to combine them:
-/// their latency, not their number, is what a packet waits for.
+/// Two independent folded multiplies, link layer and network layer, each already mixing all
+/// of its input into every output bit; their exclusive or is the hash. A third multiply to
+/// combine them would only add latency: the spread is even without it
+/// (`source_ports_spread_evenly`).
 #[inline(always)]
 pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
     let Some(ethernet) = frame.first_chunk::<12>() else {
@@ -163,7 +165,7 @@ pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
         _ => (0, 0),
     };
     let network = folded_multiply(first ^ KEYS[2], second ^ KEYS[3]);
-    (folded_multiply(link ^ network, KEYS[4]) >> 32) as u32
+    ((link ^ network) >> 32) as u32
 }
 
 /// [`flow_hash`] of an untagged frame whose IPv4 header has no options (`h[12..15]` is
@@ -185,7 +187,7 @@ pub(crate) fn flow_hash_ipv4(h: &[u8; 38]) -> u32 {
         u64_at(h, 26) ^ KEYS[2],
         (ports | u64::from(protocol) << 32) ^ KEYS[3],
     );
-    (folded_multiply(link ^ network, KEYS[4]) >> 32) as u32
+    ((link ^ network) >> 32) as u32
 }
 
 /// What encapsulation reads of an inner frame, in one pass.
