@@ -215,20 +215,25 @@ fn describe(frame: &[u8], located: Located) -> Decapsulated {
 /// for a refusal. Both give the same answer for every frame the fast path accepts (tested).
 #[inline(always)]
 fn ipv4_fast_path_applies(config: &DecapConfig, h: &[u8; 64], frame_len: usize) -> bool {
-    let word = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
-    let ecn = h[15] & 0b11;
-    word(12) == ethertype::IPV4
-        && h[14] == 0x45
-        && usize::from(word(16)) + ETHERNET_HEADER_LEN == frame_len
-        && word(20) & 0x3FFF == 0
-        && h[23] == 17
-        && (ecn == 0b00 || ecn == 0b10)
-        && word(36) == config.udp_port
-        && usize::from(word(38)) + ETHERNET_HEADER_LEN + IPV4_HEADER_LEN == frame_len
-        && word(40) == 0
-        && h[42..46] == [vxlan::flags::VNI, 0, 0, 0]
+    let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let be64 = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&h[at..at + 8]);
+        u64::from_be_bytes(word)
+    };
+    // Bytes 12..16: EtherType IPv4, version 4 with IHL 5, and a TOS whose ECN field is
+    // Not-ECT or ECT(0) (bit 0 clear): outer ECT(1) and CE may change the inner header.
+    be32(12) & 0xFFFF_FF01 == 0x0800_4500
+        && usize::from(be16(16)) + ETHERNET_HEADER_LEN == frame_len
+        // Bytes 20..24: neither MF nor a fragment offset; protocol UDP.
+        && be32(20) & 0x3FFF_00FF == 17
+        && be16(36) == config.udp_port
+        && usize::from(be16(38)) + ETHERNET_HEADER_LEN + IPV4_HEADER_LEN == frame_len
+        // Bytes 40..48: no UDP checksum, VXLAN flags exactly I, reserved zero.
+        && be64(40) & 0xFFFF_FFFF_FFFF_0000 == u64::from(vxlan::flags::VNI) << 40
         && h[49] == 0
-        && !matches!(word(62), ethertype::VLAN | ethertype::QINQ)
+        && !matches!(be16(62), ethertype::VLAN | ethertype::QINQ)
         && h[14..34].first_chunk().is_some_and(ipv4_header_valid_20)
 }
 
