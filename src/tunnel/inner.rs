@@ -129,22 +129,16 @@ pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
     let Some(ethernet) = frame.first_chunk::<12>() else {
         return 0; // `layout` succeeded, so this is never reached.
     };
-    let link = folded_multiply(
-        u64_at(ethernet, 0) ^ KEYS[0],
-        (u32_at(ethernet, 8) | u64::from(layout.ethertype) << 32) ^ KEYS[1],
-    );
     let l3 = layout.l3;
-    let (first, second) = match layout.ethertype {
+    let network = match layout.ethertype {
         ethertype::IPV4 => match frame.get(l3..).and_then(<[u8]>::first_chunk::<20>) {
             Some(ip) => {
-                let protocol = ip[9];
-                let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
-                let ports = if has_ports(protocol) && !fragment {
+                let ports = if ipv4_has_ports(ip) {
                     u32_at(frame, l3 + usize::from(ip[0] & 0x0F) * 4)
                 } else {
                     0
                 };
-                (u64_at(ip, 12), ports | u64::from(protocol) << 32)
+                ipv4_words(ip, ports)
             }
             None => (0, 0),
         },
@@ -164,6 +158,29 @@ pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
         },
         _ => (0, 0),
     };
+    finish(ethernet, layout.ethertype, network)
+}
+
+/// True if an IPv4 header's protocol has ports and the packet is not a fragment (all the
+/// fragments of a datagram hash alike, without the ports only the first one carries).
+#[inline(always)]
+fn ipv4_has_ports(ip: &[u8; 20]) -> bool {
+    has_ports(ip[9]) && u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF == 0
+}
+
+/// The network-layer words of an IPv4 flow: the addresses; the ports and the protocol.
+#[inline(always)]
+fn ipv4_words(ip: &[u8; 20], ports: u64) -> (u64, u64) {
+    (u64_at(ip, 12), ports | u64::from(ip[9]) << 32)
+}
+
+/// Mixes the link layer (MACs, EtherType) and the network-layer words into the hash.
+#[inline(always)]
+fn finish(ethernet: &[u8; 12], ethertype: u16, (first, second): (u64, u64)) -> u32 {
+    let link = folded_multiply(
+        u64_at(ethernet, 0) ^ KEYS[0],
+        (u32_at(ethernet, 8) | u64::from(ethertype) << 32) ^ KEYS[1],
+    );
     let network = folded_multiply(first ^ KEYS[2], second ^ KEYS[3]);
     ((link ^ network) >> 32) as u32
 }
@@ -172,22 +189,16 @@ pub(crate) fn flow_hash(frame: &[u8], layout: Layout) -> u32 {
 /// `08 00 45`), from its first 38 bytes.
 #[inline(always)]
 pub(crate) fn flow_hash_ipv4(h: &[u8; 38]) -> u32 {
-    let protocol = h[23];
-    let fragment = u16::from_be_bytes([h[20], h[21]]) & 0x3FFF != 0;
-    let ports = if has_ports(protocol) && !fragment {
+    let (ethernet, rest) = h.split_first_chunk::<12>().unwrap_or((&[0; 12], &[]));
+    let Some(ip) = rest.get(2..).and_then(<[u8]>::first_chunk::<20>) else {
+        return 0; // 38 bytes hold both: never reached.
+    };
+    let ports = if ipv4_has_ports(ip) {
         u64::from(u32::from_ne_bytes([h[34], h[35], h[36], h[37]]))
     } else {
         0
     };
-    let link = folded_multiply(
-        u64_at(h, 0) ^ KEYS[0],
-        (u32_at(h, 8) | u64::from(ethertype::IPV4) << 32) ^ KEYS[1],
-    );
-    let network = folded_multiply(
-        u64_at(h, 26) ^ KEYS[2],
-        (ports | u64::from(protocol) << 32) ^ KEYS[3],
-    );
-    ((link ^ network) >> 32) as u32
+    finish(ethernet, ethertype::IPV4, ipv4_words(ip, ports))
 }
 
 /// What encapsulation reads of an inner frame, in one pass.
