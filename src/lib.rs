@@ -56,6 +56,8 @@ extern crate alloc;
 extern crate std;
 
 mod drop_reason;
+mod sync;
+pub mod time;
 pub mod tunnel;
 mod vni;
 pub mod wire;
