@@ -228,12 +228,28 @@ impl EncapTemplate {
         inner: Range<usize>,
         ident: &mut IpIdent,
     ) -> Result<Range<usize>, DropReason> {
-        let Range { start, end } = inner;
         if let Some((fixed, fixed_sum)) = &self.fixed_ipv4 {
-            if let Some(outer) = self.encap_fixed_ipv4(fixed, *fixed_sum, buf, start, end) {
+            if let Some(outer) =
+                self.encap_fixed_ipv4(fixed, *fixed_sum, buf, inner.start, inner.end)
+            {
                 return Ok(outer);
             }
         }
+        self.encap_general(buf, inner, ident)
+    }
+
+    /// Every case [`encap_fixed_ipv4`](Self::encap_fixed_ipv4) does not take. Kept out of line
+    /// so that a loop over frames holds the fast path's values in registers: inlined, its
+    /// register pressure made the compiler spill the template's fields to the stack and
+    /// reload them for every frame.
+    #[inline(never)]
+    fn encap_general(
+        &self,
+        buf: &mut [u8],
+        inner: Range<usize>,
+        ident: &mut IpIdent,
+    ) -> Result<Range<usize>, DropReason> {
+        let Range { start, end } = inner;
         let Some(outer_start) = start.checked_sub(self.header_len) else {
             return Err(DropReason::NoHeadroom);
         };
