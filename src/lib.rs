@@ -13,6 +13,9 @@
 //! - [`tunnel`]: encapsulation into headroom in front of the inner frame, and decapsulation
 //!   that returns the inner frame in place, with every rule of the overlay specification
 //!   (flags, checksums, DF/TTL/TOS, ECN, MTU, inner VLAN tags).
+//! - [`switch`]: the switch's address resolution so far: ARP/ND suppression answers, and the
+//!   underlay next hop's MAC for each remote VTEP.
+//! - [`time`]: the caller's clock, as an argument.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
 //!
@@ -56,6 +59,7 @@ extern crate alloc;
 extern crate std;
 
 mod drop_reason;
+pub mod switch;
 mod sync;
 pub mod time;
 pub mod tunnel;
