@@ -228,14 +228,57 @@ impl EncapTemplate {
         inner: Range<usize>,
         ident: &mut IpIdent,
     ) -> Result<Range<usize>, DropReason> {
+        let Range { start, end } = inner;
+        let Some(outer_start) = start.checked_sub(self.header_len) else {
+            return Err(DropReason::NoHeadroom);
+        };
+        // `None` also for `start > end`: the slice is then shorter than the header.
+        let Some((head, frame)) = buf
+            .get_mut(outer_start..end)
+            .and_then(|outer| outer.split_at_mut_checked(self.header_len))
+        else {
+            return Err(DropReason::InnerTruncated);
+        };
+        self.write_header(head, frame, ident)?;
+        Ok(outer_start..end)
+    }
+
+    /// The same as [`encap`](Self::encap), with the outer headers written into `header`
+    /// instead of in front of the frame: for a transmit path that gathers header and frame
+    /// (`sendmsg` with two `iovec`s, a copy into a transmit ring), so that one received frame
+    /// can go to several VTEPs without being copied. Returns the header's length; `header`
+    /// must hold [`header_len`](Self::header_len) bytes, or the refusal is
+    /// [`DropReason::NoHeadroom`]. The other refusals are [`encap`](Self::encap)'s.
+    #[inline(always)]
+    pub fn encap_header(
+        &self,
+        inner_frame: &[u8],
+        header: &mut [u8],
+        ident: &mut IpIdent,
+    ) -> Result<usize, DropReason> {
+        let Some(head) = header.get_mut(..self.header_len) else {
+            return Err(DropReason::NoHeadroom);
+        };
+        self.write_header(head, inner_frame, ident)?;
+        Ok(self.header_len)
+    }
+
+    /// Writes the outer headers for `frame` into `head`, which is `header_len` bytes long.
+    #[inline(always)]
+    fn write_header(
+        &self,
+        head: &mut [u8],
+        frame: &[u8],
+        ident: &mut IpIdent,
+    ) -> Result<(), DropReason> {
         if let Some((fixed, fixed_sum)) = &self.fixed_ipv4 {
-            if let Some(outer) =
-                self.encap_fixed_ipv4(fixed, *fixed_sum, buf, inner.start, inner.end)
-            {
-                return Ok(outer);
+            if let Ok(head) = <&mut [u8; OUTER_HEADER_LEN_IPV4]>::try_from(&mut *head) {
+                if self.encap_fixed_ipv4(fixed, *fixed_sum, head, frame) {
+                    return Ok(());
+                }
             }
         }
-        self.encap_general(buf, inner, ident)
+        self.encap_general(head, frame, ident)
     }
 
     /// Every case [`encap_fixed_ipv4`](Self::encap_fixed_ipv4) does not take. Kept out of line
@@ -245,19 +288,10 @@ impl EncapTemplate {
     #[inline(never)]
     fn encap_general(
         &self,
-        buf: &mut [u8],
-        inner: Range<usize>,
+        head: &mut [u8],
+        frame: &[u8],
         ident: &mut IpIdent,
-    ) -> Result<Range<usize>, DropReason> {
-        let Range { start, end } = inner;
-        let Some(outer_start) = start.checked_sub(self.header_len) else {
-            return Err(DropReason::NoHeadroom);
-        };
-        if start > end || end > buf.len() {
-            return Err(DropReason::InnerTruncated);
-        }
-        let (head, frame) = buf[outer_start..end].split_at_mut(self.header_len);
-        let frame: &[u8] = frame;
+    ) -> Result<(), DropReason> {
         let inspection = inner::inspect(frame)?;
         let layout = inspection.layout;
         if layout.tagged && !self.carry_inner_vlan {
@@ -269,7 +303,6 @@ impl EncapTemplate {
         }
         let ip_len = ip_len as u16; // <= mtu
         let udp_len = (frame.len() + vxlan::HEADER_LEN + 8) as u16; // < ip_len
-
         let fields = inspection.ip;
         let inner_tos = fields.map_or(0, |f| f.tos);
         let ttl = match self.ttl {
@@ -343,35 +376,31 @@ impl EncapTemplate {
             };
             head[udp + 6..udp + 8].copy_from_slice(&checksum.to_be_bytes());
         }
-        Ok(outer_start..end)
+        Ok(())
     }
 
     /// The common case, as FD.io VPP's encap nodes do it: the default configuration over IPv4
     /// (`fixed_ipv4`), and an untagged inner IPv4 frame without options that fits the MTU.
     /// The outer header comes from a template with everything but the lengths, ECN, checksum
-    /// and source port already written. `None` sends the frame through the general path, which
+    /// and source port already written. `false` sends the frame through the general path, which
     /// gives the same bytes for what this accepts (tested) and names the reason of a refusal.
     #[inline(always)]
     fn encap_fixed_ipv4(
         &self,
         fixed: &[u8; OUTER_HEADER_LEN_IPV4],
         fixed_sum: u32,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-    ) -> Option<Range<usize>> {
-        let outer_start = start.checked_sub(OUTER_HEADER_LEN_IPV4)?;
-        let (head, frame) = buf
-            .get_mut(outer_start..end)?
-            .split_at_mut_checked(OUTER_HEADER_LEN_IPV4)?;
-        let head: &mut [u8; OUTER_HEADER_LEN_IPV4] = head.try_into().ok()?;
-        let inner_bytes: &[u8; 38] = frame.first_chunk()?;
+        head: &mut [u8; OUTER_HEADER_LEN_IPV4],
+        frame: &[u8],
+    ) -> bool {
+        let Some(inner_bytes) = frame.first_chunk::<38>() else {
+            return false;
+        };
         if inner_bytes[12..15] != [0x08, 0x00, 0x45] {
-            return None;
+            return false;
         }
         let ip_len = OUTER_HEADER_LEN_IPV4 - ETHERNET_HEADER_LEN + frame.len();
         if ip_len > usize::from(self.mtu) {
-            return None;
+            return false;
         }
         let ip_len = ip_len as u16; // <= mtu
         let udp_len = ip_len - 20;
@@ -384,7 +413,7 @@ impl EncapTemplate {
         head[IP + 10..IP + 12].copy_from_slice(&(!fold(sum)).to_be_bytes());
         head[UDP_V4..UDP_V4 + 2].copy_from_slice(&source_port.to_be_bytes());
         head[UDP_V4 + 4..UDP_V4 + 6].copy_from_slice(&udp_len.to_be_bytes());
-        Some(outer_start..end)
+        true
     }
 
     /// Builds, into `out`, the ICMP error that tells the sender of `inner_frame` (a frame
@@ -605,6 +634,57 @@ mod test {
             let rb = general.encap(&mut b, 50..50 + len, &mut ident);
             assert_eq!(ra, rb, "case {case}");
             assert_eq!(a, b, "case {case}");
+        }
+    }
+
+    /// Writing the header apart gives the bytes that encapsulating in place gives, and the
+    /// same refusals.
+    #[test]
+    fn encap_header_matches_encap() {
+        let tagged = EncapConfig {
+            carry_inner_vlan: true,
+            ..EncapConfig::default()
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let cases = if cfg!(miri) { 20 } else { 500 };
+        for (config, underlay) in [
+            (EncapConfig::default(), v4()),
+            (EncapConfig::default(), v6()),
+            (tagged, v4()),
+        ] {
+            let template = EncapTemplate::new(&config, &underlay, vni()).unwrap();
+            let hl = template.header_len();
+            for case in 0..cases {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let len = (state % 1600) as usize;
+                let mut frame = [0u8; 1600];
+                for (i, byte) in frame.iter_mut().enumerate() {
+                    *byte = (state >> (i % 59)) as u8 ^ (i as u8).wrapping_mul(7);
+                }
+                let ethertype: [u8; 2] = match case % 4 {
+                    0 => [0x81, 0x00],
+                    1 => [0x86, 0xdd],
+                    _ => [0x08, 0x00],
+                };
+                frame[12..14].copy_from_slice(&ethertype);
+                frame[14] = if case % 3 == 0 { 0x46 } else { 0x45 };
+                let mut in_place = [0u8; 1700];
+                in_place[hl..hl + len].copy_from_slice(&frame[..len]);
+                let mut header = [0u8; OUTER_HEADER_LEN_IPV6];
+                let (mut a, mut b) = (IpIdent::new(3), IpIdent::new(3));
+                let expected = template.encap(&mut in_place, hl..hl + len, &mut a);
+                let got = template.encap_header(&frame[..len], &mut header, &mut b);
+                assert_eq!(got.map(|n| 0..n + len), expected, "case {case}");
+                if expected.is_ok() {
+                    assert_eq!(header[..hl], in_place[..hl], "case {case}");
+                }
+                assert_eq!(
+                    template.encap_header(&frame[..len], &mut header[..hl - 1], &mut b),
+                    Err(DropReason::NoHeadroom)
+                );
+            }
         }
     }
 
