@@ -13,6 +13,8 @@
 //! - [`tunnel`]: encapsulation into headroom in front of the inner frame, and decapsulation
 //!   that returns the inner frame in place, with every rule of the overlay specification
 //!   (flags, checksums, DF/TTL/TOS, ECN, MTU, inner VLAN tags).
+//! - [`fdb`] (with `alloc`): the forwarding table, (VNI, MAC) -> local port or remote VTEP,
+//!   with learning, MAC moves, ageing, capacity bounds and flood lists; lock-free lookups.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
 //!
@@ -56,6 +58,9 @@ extern crate alloc;
 extern crate std;
 
 mod drop_reason;
+#[cfg(feature = "alloc")]
+pub mod fdb;
+mod port;
 mod sync;
 pub mod time;
 pub mod tunnel;
@@ -63,6 +68,7 @@ mod vni;
 pub mod wire;
 
 pub use drop_reason::{DropCounters, DropReason};
+pub use port::PortId;
 
 /// The README's example, compiled and run as a doc test.
 #[cfg(doctest)]
