@@ -661,22 +661,21 @@ impl Fdb {
                 }
             }
             None => {
-                // Lock-free pre-checks, so that a MAC flood against a full table never takes
-                // the lock; the locked path checks again.
+                // Lock-free pre-checks, in the locked path's order, so that a MAC flood against
+                // a full table never takes the lock; the locked path checks again.
+                let record = self.vnis.find(vni);
+                if record.is_some_and(|r| !r.learning.load(Ordering::Relaxed)) {
+                    return Learn::Disabled;
+                }
                 if self.len.load(Ordering::Relaxed) >= self.config.capacity {
                     bump(&self.counters.refused_full);
                     return Learn::Refused(DropReason::FdbFull);
                 }
-                if let Some(record) = self.vnis.find(vni) {
-                    if !record.learning.load(Ordering::Relaxed) {
-                        return Learn::Disabled;
-                    }
-                    if record.count.load(Ordering::Relaxed)
-                        >= record.max_entries.load(Ordering::Relaxed)
-                    {
-                        bump(&self.counters.refused_vni_full);
-                        return Learn::Refused(DropReason::FdbVniFull);
-                    }
+                if record.is_some_and(|r| {
+                    r.count.load(Ordering::Relaxed) >= r.max_entries.load(Ordering::Relaxed)
+                }) {
+                    bump(&self.counters.refused_vni_full);
+                    return Learn::Refused(DropReason::FdbVniFull);
                 }
             }
         }
