@@ -166,19 +166,29 @@ impl Bucket {
 
     /// The slot of `key` in this bucket, if present. Relaxed loads: the caller validates them
     /// with the sequence, or holds the writer lock.
+    ///
+    /// Branch-free until the end: all four slots are compared and the matches folded into a
+    /// bit mask, so a hit costs no misprediction on which slot it is in (all the words are in
+    /// the one cache line anyway).
     #[inline]
     fn scan(&self, key: Key) -> Option<(usize, Value)> {
         let meta = self.load_meta();
+        let wanted = META_OCCUPIED | key.vni_high;
+        let mut matches = 0u32;
         for (slot, words) in self.slots.iter().enumerate() {
             let m = Self::slot_meta(meta, slot);
-            if m & (META_OCCUPIED | META_VNI_HIGH) == META_OCCUPIED | key.vni_high
-                && words[0].load(Ordering::Relaxed) == key.low
-                && words[1].load(Ordering::Relaxed) == key.high
-            {
-                return Some((slot, Value::from_meta(m, words[2].load(Ordering::Relaxed))));
-            }
+            let hit = u32::from(m & (META_OCCUPIED | META_VNI_HIGH) == wanted)
+                & u32::from(words[0].load(Ordering::Relaxed) == key.low)
+                & u32::from(words[1].load(Ordering::Relaxed) == key.high);
+            matches |= hit << slot;
         }
-        None
+        if matches == 0 {
+            return None;
+        }
+        let slot = matches.trailing_zeros() as usize;
+        let words = self.slots.get(slot)?;
+        let m = Self::slot_meta(meta, slot);
+        Some((slot, Value::from_meta(m, words[2].load(Ordering::Relaxed))))
     }
 
     /// Key and value of `slot` if it is occupied (relaxed loads, see `scan`).
