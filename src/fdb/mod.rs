@@ -188,7 +188,8 @@ pub struct FdbConfig {
     pub max_vnis: u32,
     /// Distinct IPv6 remote VTEP addresses named at once (at most 2^20; IPv4 needs none).
     pub max_ipv6_vteps: u32,
-    /// Members per flood list (at most 4096). Storage for them is preallocated per VNI.
+    /// Members per flood list (at most 4096). Storage for them is preallocated per VNI: 8
+    /// bytes per member, and `max_vnis * max_flood_members` may not exceed 2^24 (128 MiB).
     pub max_flood_members: u32,
     /// The key of the hash: pass a random value so that MACs cannot be aimed at one bucket.
     pub hash_seed: u64,
@@ -480,6 +481,7 @@ impl Fdb {
             || config.max_vnis > 1 << 20
             || config.max_ipv6_vteps > 1 << 20
             || config.max_flood_members > 4096
+            || u64::from(config.max_vnis) * u64::from(config.max_flood_members) > 1 << 24
         {
             return Err(FdbError::SizeOutOfRange);
         }

@@ -482,6 +482,14 @@ fn configuration_is_checked() {
     );
     assert_eq!(
         bad(FdbConfig {
+            max_vnis: 1 << 20,
+            max_flood_members: 32,
+            ..good
+        }),
+        FdbError::SizeOutOfRange
+    );
+    assert_eq!(
+        bad(FdbConfig {
             refresh_granularity: Duration::from_micros(999),
             ..good
         }),
