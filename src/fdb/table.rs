@@ -24,6 +24,7 @@
 //! freed while the table is shared: there is nothing to reclaim.
 
 use alloc::boxed::Box;
+#[cfg(test)]
 use alloc::vec::Vec;
 
 use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
@@ -489,7 +490,7 @@ impl Table {
 
     /// How many buckets past its home each entry lives, summed per distance: for tests of
     /// the probe behaviour (index 0 = entries in their home bucket).
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub(super) fn probe_histogram_locked(&self) -> Vec<usize> {
         let mut histogram = Vec::new();
         for (at, key, _) in self.entries_locked() {
