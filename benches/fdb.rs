@@ -1,0 +1,411 @@
+//! Forwarding-table lookups and learning, against the concurrent maps a Rust program would
+//! otherwise use: `dashmap`, `papaya` and a `std::sync::RwLock<HashMap>`.
+//!
+//! `cargo bench --bench fdb`. Every contender holds the same table (the same (VNI, MAC) keys,
+//! random MACs over 16 VNIs, half of them behind local ports and half behind IPv4 VTEPs) and
+//! answers the same pre-generated random stream of keys, all hits. An iteration is a batch of
+//! `BATCH` lookups (`Throughput::Elements`): the time per iteration divided by `BATCH` is the
+//! time per lookup. The destinations found are folded into one value that is `black_box`ed
+//! once per batch, so the lookups cannot be optimised away and do not each pay a barrier.
+//!
+//! The peers run as their documentation shows: their default hasher (SipHash-1-3 with a
+//! random key), a key of `(Vni, EthernetAddress)`. papaya pins its guard once per batch and
+//! the `RwLock` is read-locked once per batch (as a backend would, per receive batch);
+//! dashmap locks a shard per lookup, as its `get` does.
+//!
+//! Groups:
+//! - `fdb_lookup`: 100k entries, one thread.
+//! - `fdb_lookup_1m`: 1M entries, one thread.
+//! - `fdb_read_scaling`: `switchyard/N` and `papaya/N`, N reader threads over the 100k table
+//!   while a writer thread learns (moves entries) at 1 % of the readers' rate; the time is the
+//!   wall time for every reader to finish its share, and the throughput counts all readers.
+//! - `fdb_learn`, in the 100k table, over a working set of 8k MACs (the active senders; the
+//!   lookup groups are the ones that measure cold, random access): `refresh_existing` (the
+//!   clock advances every batch, so each learn of an existing entry stores its new tick) and
+//!   `insert_new` (a batch of new MACs, removed again outside the timed section).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, RwLock};
+use std::thread;
+use std::time::{Duration as WallDuration, Instant as WallInstant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dashmap::DashMap;
+use switchyard::fdb::{Destination, Fdb, FdbConfig, Learn};
+use switchyard::time::Instant;
+use switchyard::wire::EthernetAddress;
+use switchyard::{PortId, Vni};
+
+/// Lookups per iteration.
+const BATCH: usize = 1024;
+/// Length of the random key stream (a power of two); iterations walk through it.
+const STREAM: usize = 1 << 20;
+const VNIS: u32 = 16;
+
+type Key = (Vni, EthernetAddress);
+
+/// xorshift64*, fixed seeds: every run and every contender sees the same keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn key(&mut self) -> Key {
+        let r = self.next();
+        let b = r.to_le_bytes();
+        let vni = Vni::new((r >> 56) as u32 % VNIS + 100).unwrap();
+        (
+            vni,
+            EthernetAddress([(b[0] & 0xFC) | 0x02, b[1], b[2], b[3], b[4], b[5]]),
+        )
+    }
+}
+
+fn destination(i: usize) -> Destination {
+    if i.is_multiple_of(2) {
+        Destination::Port(PortId(i as u32 % 64))
+    } else {
+        Destination::Vtep(IpAddr::V4(Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8)))
+    }
+}
+
+/// A cheap fold of a destination into the batch's checksum.
+#[inline]
+fn fold(destination: Option<&Destination>) -> u64 {
+    match destination {
+        Some(Destination::Port(port)) => u64::from(port.0),
+        Some(Destination::Vtep(IpAddr::V4(a))) => u64::from(u32::from(*a)),
+        Some(Destination::Vtep(IpAddr::V6(a))) => u64::from(a.segments()[7]),
+        None => 1 << 40,
+    }
+}
+
+/// The table contents and the lookup stream.
+struct Workload {
+    entries: Vec<(Key, Destination)>,
+    stream: Vec<Key>,
+}
+
+impl Workload {
+    fn new(len: usize) -> Workload {
+        let mut rng = Rng(0x5EED_0000 + len as u64);
+        let mut seen = std::collections::HashSet::with_capacity(len);
+        let mut entries = Vec::with_capacity(len);
+        while entries.len() < len {
+            let key = rng.key();
+            if seen.insert(key) {
+                entries.push((key, destination(entries.len())));
+            }
+        }
+        let stream = (0..STREAM)
+            .map(|_| entries[(rng.next() % len as u64) as usize].0)
+            .collect();
+        Workload { entries, stream }
+    }
+
+    /// The table with room for `spare` entries beyond the workload's (the capacity bound
+    /// sizes its memory: a switch configures it for the entries it expects).
+    fn fdb(&self, spare: usize) -> Fdb {
+        let capacity = (self.entries.len() + spare) as u32;
+        let fdb = Fdb::new(FdbConfig {
+            capacity,
+            max_entries_per_vni: capacity,
+            hash_seed: 0x0123_4567_89AB_CDEF,
+            ..FdbConfig::default()
+        })
+        .unwrap();
+        for &((vni, mac), destination) in &self.entries {
+            assert_eq!(
+                fdb.learn(vni, mac, destination, Instant::from_secs(1)),
+                Learn::Inserted
+            );
+        }
+        fdb
+    }
+
+    fn batch(&self, iteration: usize) -> &[Key] {
+        let start = (iteration * BATCH) % STREAM;
+        &self.stream[start..start + BATCH]
+    }
+}
+
+fn lookups(c: &mut Criterion, group_name: &str, len: usize) {
+    let workload = Workload::new(len);
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(BATCH as u64));
+
+    {
+        let fdb = workload.fdb(0);
+        let mut i = 0;
+        group.bench_function("switchyard", |b| {
+            b.iter(|| {
+                i += 1;
+                let mut sum = 0u64;
+                for &(vni, mac) in workload.batch(i) {
+                    sum = sum.wrapping_add(fold(fdb.lookup(vni, mac).as_ref()));
+                }
+                black_box(sum)
+            })
+        });
+    }
+    {
+        let map: DashMap<Key, Destination> = workload.entries.iter().copied().collect();
+        let mut i = 0;
+        group.bench_function("dashmap", |b| {
+            b.iter(|| {
+                i += 1;
+                let mut sum = 0u64;
+                for key in workload.batch(i) {
+                    sum = sum.wrapping_add(fold(map.get(key).as_deref()));
+                }
+                black_box(sum)
+            })
+        });
+    }
+    {
+        let map: papaya::HashMap<Key, Destination> = workload.entries.iter().copied().collect();
+        let mut i = 0;
+        group.bench_function("papaya", |b| {
+            b.iter(|| {
+                i += 1;
+                let pinned = map.pin();
+                let mut sum = 0u64;
+                for key in workload.batch(i) {
+                    sum = sum.wrapping_add(fold(pinned.get(key)));
+                }
+                black_box(sum)
+            })
+        });
+    }
+    {
+        let map: RwLock<HashMap<Key, Destination>> =
+            RwLock::new(workload.entries.iter().copied().collect());
+        let mut i = 0;
+        group.bench_function("rwlock_hashmap", |b| {
+            b.iter(|| {
+                i += 1;
+                let Ok(read) = map.read() else {
+                    return 0;
+                };
+                let mut sum = 0u64;
+                for key in workload.batch(i) {
+                    sum = sum.wrapping_add(fold(read.get(key)));
+                }
+                black_box(sum)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn fdb_lookup(c: &mut Criterion) {
+    lookups(c, "fdb_lookup", 100_000);
+}
+
+fn fdb_lookup_1m(c: &mut Criterion) {
+    lookups(c, "fdb_lookup_1m", 1_000_000);
+}
+
+/// What the read-scaling contenders must do: look a key up, learn a key from somewhere.
+trait Contender: Send + Sync + 'static {
+    fn lookup_batch(&self, keys: &[Key]) -> u64;
+    fn learn(&self, key: Key, destination: Destination, now: Instant);
+}
+
+impl Contender for Fdb {
+    fn lookup_batch(&self, keys: &[Key]) -> u64 {
+        keys.iter().fold(0u64, |sum, &(vni, mac)| {
+            sum.wrapping_add(fold(self.lookup(vni, mac).as_ref()))
+        })
+    }
+
+    fn learn(&self, (vni, mac): Key, destination: Destination, now: Instant) {
+        black_box(Fdb::learn(self, vni, mac, destination, now));
+    }
+}
+
+impl Contender for papaya::HashMap<Key, Destination> {
+    fn lookup_batch(&self, keys: &[Key]) -> u64 {
+        let pinned = self.pin();
+        keys.iter()
+            .fold(0u64, |sum, key| sum.wrapping_add(fold(pinned.get(key))))
+    }
+
+    fn learn(&self, key: Key, destination: Destination, _now: Instant) {
+        // A learn is a lookup, then a store only when the destination changed.
+        let pinned = self.pin();
+        if pinned.get(&key) != Some(&destination) {
+            pinned.insert(key, destination);
+        }
+    }
+}
+
+/// `threads` readers each look up `iterations * BATCH` keys while one writer learns at 1 %
+/// of their combined rate; returns the readers' wall time.
+fn read_scaling_run<C: Contender>(
+    table: &Arc<C>,
+    workload: &Arc<Workload>,
+    threads: usize,
+    iterations: u64,
+) -> WallDuration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let writer = {
+        let (table, workload, progress, done) = (
+            table.clone(),
+            workload.clone(),
+            progress.clone(),
+            done.clone(),
+        );
+        thread::spawn(move || {
+            let mut rng = Rng(0xB0B);
+            let mut learned = 0u64;
+            let mut second = 2;
+            while !done.load(Ordering::Relaxed) {
+                // Keep at 1 % of the lookups done so far, in bursts, sleeping in between so
+                // that the writer does not take a reader's CPU.
+                let target = progress.load(Ordering::Relaxed) / 100;
+                while learned < target {
+                    let index = (rng.next() % workload.entries.len() as u64) as usize;
+                    let (key, _) = workload.entries[index];
+                    second += 1;
+                    table.learn(
+                        key,
+                        destination(rng.next() as usize),
+                        Instant::from_secs(second),
+                    );
+                    learned += 1;
+                }
+                thread::sleep(WallDuration::from_micros(50));
+            }
+        })
+    };
+
+    let readers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (table, workload, barrier, progress) = (
+                table.clone(),
+                workload.clone(),
+                barrier.clone(),
+                progress.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                let mut sum = 0u64;
+                for i in 0..iterations as usize {
+                    sum = sum.wrapping_add(table.lookup_batch(workload.batch(i * 7 + t * 13)));
+                    progress.fetch_add(BATCH as u64, Ordering::Relaxed);
+                }
+                black_box(sum);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = WallInstant::now();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    elapsed
+}
+
+fn fdb_read_scaling(c: &mut Criterion) {
+    let workload = Arc::new(Workload::new(100_000));
+    let fdb = Arc::new(workload.fdb(0));
+    let papaya: Arc<papaya::HashMap<Key, Destination>> =
+        Arc::new(workload.entries.iter().copied().collect());
+    let mut group = c.benchmark_group("fdb_read_scaling");
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements((BATCH * threads) as u64));
+        group.bench_function(BenchmarkId::new("switchyard", threads), |b| {
+            b.iter_custom(|iterations| read_scaling_run(&fdb, &workload, threads, iterations))
+        });
+        group.bench_function(BenchmarkId::new("papaya", threads), |b| {
+            b.iter_custom(|iterations| read_scaling_run(&papaya, &workload, threads, iterations))
+        });
+    }
+    group.finish();
+}
+
+/// Batches of MACs that `fdb_learn` cycles through: 8k MACs, the active senders of a busy
+/// switch. Both functions touch the same number of distinct buckets, so they compare.
+const WORKING_SET: usize = 8;
+
+fn fdb_learn(c: &mut Criterion) {
+    let workload = Workload::new(100_000);
+    let fdb = workload.fdb(WORKING_SET * BATCH);
+    let mut group = c.benchmark_group("fdb_learn");
+    group.throughput(Throughput::Elements(BATCH as u64));
+
+    let mut i = 0;
+    let mut second = 10u64;
+    group.bench_function("refresh_existing", |b| {
+        b.iter(|| {
+            i += 1;
+            second += 1;
+            let now = Instant::from_secs(second);
+            let mut refreshed = 0u32;
+            for offset in 0..BATCH {
+                let index = (i % WORKING_SET) * BATCH + offset;
+                let ((vni, mac), destination) = workload.entries[index];
+                refreshed += u32::from(fdb.learn(vni, mac, destination, now) == Learn::Refreshed);
+            }
+            black_box(refreshed)
+        })
+    });
+
+    // New MACs: a separate random stream, each checked absent from the table.
+    let mut rng = Rng(0xFEED);
+    let mut fresh: Vec<Key> = Vec::with_capacity(BATCH * WORKING_SET);
+    while fresh.len() < BATCH * WORKING_SET {
+        let key = rng.key();
+        if fdb.lookup(key.0, key.1).is_none() && !fresh.contains(&key) {
+            fresh.push(key);
+        }
+    }
+    let mut round = 0;
+    group.bench_function("insert_new", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = WallDuration::ZERO;
+            for _ in 0..iterations {
+                round += 1;
+                let keys = &fresh[(round % WORKING_SET) * BATCH..(round % WORKING_SET + 1) * BATCH];
+                let now = Instant::from_secs(20);
+                let start = WallInstant::now();
+                let mut inserted = 0u32;
+                for (n, &(vni, mac)) in keys.iter().enumerate() {
+                    inserted +=
+                        u32::from(fdb.learn(vni, mac, destination(n), now) == Learn::Inserted);
+                }
+                total += start.elapsed();
+                assert_eq!(black_box(inserted), BATCH as u32);
+                for &(vni, mac) in keys {
+                    fdb.remove(vni, mac);
+                }
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    fdb_lookup,
+    fdb_lookup_1m,
+    fdb_read_scaling,
+    fdb_learn
+);
+criterion_main!(benches);
