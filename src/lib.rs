@@ -13,6 +13,8 @@
 //! - [`tunnel`]: encapsulation into headroom in front of the inner frame, and decapsulation
 //!   that returns the inner frame in place, with every rule of the overlay specification
 //!   (flags, checksums, DF/TTL/TOS, ECN, MTU, inner VLAN tags).
+//! - [`lb`] (feature `alloc`): a service load balancer: Maglev tables, connection tracking,
+//!   ClientIP affinity and NAT with incremental checksums, tables swapped without blocking.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
 //!
@@ -56,6 +58,8 @@ extern crate alloc;
 extern crate std;
 
 mod drop_reason;
+#[cfg(feature = "alloc")]
+pub mod lb;
 mod sync;
 pub mod time;
 pub mod tunnel;
