@@ -23,6 +23,13 @@
 //! whatever its size, therefore only ever displaces other unreplied flows: established flows
 //! survive it.
 //!
+//! Recency is kept to [`RECENCY_GRANULARITY`] (1 s): a packet moves its entry to the front of
+//! its list only if the entry was last moved that long ago (or changes list, which always moves
+//! it). A busy flow thus costs one write to its own entry per packet instead of writes to three
+//! (its neighbours and the old head), and the eviction order is least recently used up to one
+//! second, in the spirit of the kernel's BPF LRU maps that only mark an entry as referenced on
+//! lookup.
+//!
 //! **Timeouts** (Cilium's documented defaults, `--bpf-ct-timeout-regular-*`): an established
 //! TCP flow lives 6 h after its last packet, an unreplied one (SYN sent) 60 s, one that saw a
 //! FIN or RST 10 s (Linux' `nf_conntrack_tcp_timeout_close` is also 10 s), a UDP flow 60 s.
@@ -37,6 +44,10 @@ use crate::time::{Duration, Instant};
 
 /// An absent link.
 const NIL: u32 = u32::MAX;
+
+/// How stale an entry's place in its recency list may get: see the module documentation.
+pub const RECENCY_GRANULARITY: Duration = Duration::from_secs(1);
+const RECENCY_NANOS: u64 = 1_000_000_000;
 
 /// TCP flag bits (RFC 9293 section 3.1), in the 13th byte of the header.
 pub(crate) const TCP_FIN: u8 = 0x01;
@@ -118,6 +129,8 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Nanoseconds; the entry is dead from this instant on.
     deadline: u64,
+    /// Nanoseconds; when the entry was last moved to the front of its list.
+    moved: u64,
     flags: u8,
     forward_next: u32,
     reply_next: u32,
@@ -175,6 +188,8 @@ pub(crate) struct EntryId(u32);
 #[derive(Debug, Clone)]
 pub struct ConnTrack {
     config: ConnTrackConfig,
+    /// The timeouts in nanoseconds: UDP, TCP closing, TCP unreplied, TCP established.
+    timeouts: [u64; 4],
     entries: Vec<Entry>,
     forward_buckets: Vec<u32>,
     reply_buckets: Vec<u32>,
@@ -208,6 +223,7 @@ impl ConnTrack {
                 backend_index: 0,
                 generation: 0,
                 deadline: 0,
+                moved: 0,
                 flags: 0,
                 forward_next: NIL,
                 reply_next: NIL,
@@ -219,7 +235,14 @@ impl ConnTrack {
                 },
             })
             .collect();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         ConnTrack {
+            timeouts: [
+                nanos(config.udp),
+                nanos(config.tcp_closing),
+                nanos(config.tcp_unreplied),
+                nanos(config.tcp_established),
+            ],
             config: ConnTrackConfig { capacity, ..config },
             entries,
             forward_buckets: vec![NIL; buckets],
@@ -343,24 +366,29 @@ impl ConnTrack {
         if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             flags |= CLOSING;
         }
-        let deadline = now.saturating_add(self.timeout(protocol, flags)).as_nanos();
+        let now = now.as_nanos();
+        let deadline = now.saturating_add(self.timeout(protocol, flags));
         let e = &mut self.entries[i as usize];
         e.flags = flags;
         e.deadline = deadline;
         let (from, to) = (list_of(was), list_of(flags));
-        if from != to || self.lists[to].head != i {
+        if from != to || (now.saturating_sub(e.moved) >= RECENCY_NANOS && self.lists[to].head != i)
+        {
+            e.moved = now;
             self.list_unlink(i, from);
             self.list_push_front(i, to);
         }
     }
 
-    fn timeout(&self, protocol: Protocol, flags: u8) -> Duration {
-        match protocol {
-            Protocol::Udp => self.config.udp,
-            Protocol::Tcp if flags & CLOSING != 0 => self.config.tcp_closing,
-            Protocol::Tcp if flags & REPLIED == 0 => self.config.tcp_unreplied,
-            Protocol::Tcp => self.config.tcp_established,
-        }
+    #[inline]
+    fn timeout(&self, protocol: Protocol, flags: u8) -> u64 {
+        let which = match protocol {
+            Protocol::Udp => 0,
+            Protocol::Tcp if flags & CLOSING != 0 => 1,
+            Protocol::Tcp if flags & REPLIED == 0 => 2,
+            Protocol::Tcp => 3,
+        };
+        self.timeouts[which]
     }
 
     /// Tracks a new forward flow to `backend`, making room if the table is full (see the
@@ -385,8 +413,8 @@ impl ConnTrack {
             flags |= CLOSING;
         }
         let deadline = now
-            .saturating_add(self.timeout(flow.protocol, flags))
-            .as_nanos();
+            .as_nanos()
+            .saturating_add(self.timeout(flow.protocol, flags));
         let forward_bucket = self.bucket(flow);
         let e = &mut self.entries[id as usize];
         self.free = e.next;
@@ -396,6 +424,7 @@ impl ConnTrack {
         e.backend_index = backend_index;
         e.generation = generation;
         e.deadline = deadline;
+        e.moved = now.as_nanos();
         e.flags = flags;
         e.forward_next = self.forward_buckets[forward_bucket];
         self.forward_buckets[forward_bucket] = id;
@@ -688,7 +717,11 @@ mod test {
             ct.touch(id, now, true, TCP_ACK);
             ids.push(id);
         }
-        // Flow 1 is used again: flow 2 becomes the least recently used.
+        // Flow 1 is used again within a second: its place does not change (granularity).
+        ct.touch(ids[0], now + Duration::from_millis(500), false, TCP_ACK);
+        assert_eq!(ct.lists[1].tail, ids[0].0);
+        // Two seconds later it moves to the front: flow 2 becomes the least recently used.
+        let now = now + Duration::from_secs(2);
         ct.touch(ids[0], now, false, TCP_ACK);
         ct.insert(&flow(4), sock(7, 80), 0, 1, now, TCP_SYN);
         assert!(ct.backend_of(&flow(2), now).is_none());

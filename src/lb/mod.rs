@@ -99,7 +99,7 @@ use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
 pub use affinity::AffinityTable;
-pub use conntrack::{ConnTrack, ConnTrackConfig, ConnTrackCounters};
+pub use conntrack::{ConnTrack, ConnTrackConfig, ConnTrackCounters, RECENCY_GRANULARITY};
 pub use flow::{FlowKey, Protocol};
 pub use maglev::{
     Maglev, MaglevError, Permutation, TableSize, TableSizeError, DEFAULT_TABLE_SIZE, MAX_BACKENDS,
