@@ -129,6 +129,8 @@ proptest! {
 
         // In: DNAT to a backend.
         let original = packet(&case, client, vip, &case.payload);
+        let steering = services.steering_hash(&original);
+        prop_assert!(steering.is_some());
         let mut forward = original.clone();
         let backend = match services.process(&mut state, &mut forward, now) {
             Decision::Forward { backend } => backend.addr,
@@ -145,6 +147,8 @@ proptest! {
 
         // Back: the reply's source becomes the VIP again.
         let mut reply = packet(&case, backend, client, &case.reply_payload);
+        // The dispatcher sends the reply to the worker of the flow.
+        prop_assert_eq!(services.steering_hash(&reply), steering);
         prop_assert_eq!(
             services.process(&mut state, &mut reply, now),
             Decision::Reply { service: vip }
@@ -157,6 +161,7 @@ proptest! {
         let header = if case.ipv6 { 40 } else { 20 };
         let cut = header + 8 + case.quote_cut % (forward.len() - header - 7);
         let mut error = icmp_error(router, client.ip(), &forward[..cut]);
+        prop_assert_eq!(services.steering_hash(&error), steering);
         prop_assert_eq!(
             services.process(&mut state, &mut error, now),
             Decision::Reply { service: vip }
@@ -179,6 +184,7 @@ proptest! {
         // The client's error about the (translated) reply goes to the backend.
         let cut = header + 8 + case.quote_cut % (reply.len() - header - 7);
         let mut error = icmp_error(client.ip(), vip.ip(), &reply[..cut]);
+        prop_assert_eq!(services.steering_hash(&error), steering);
         match services.process(&mut state, &mut error, now) {
             Decision::Forward { backend: b } => prop_assert_eq!(b.addr, backend),
             other => panic!("{other:?}"),
