@@ -145,10 +145,12 @@ fn lb_lookup(c: &mut Criterion) {
         })
     });
 
-    let mut worker = handle.worker(ConnTrackConfig {
-        capacity: 2 * TRACKED,
-        ..Default::default()
-    });
+    let mut worker = handle
+        .worker(ConnTrackConfig {
+            capacity: 2 * TRACKED,
+            ..Default::default()
+        })
+        .unwrap();
     worker.with_services(|s, st| {
         for f in &flows {
             s.select(st, f, 0x02, now).unwrap();
@@ -171,10 +173,12 @@ fn lb_lookup(c: &mut Criterion) {
     // Four times more distinct flows than the table holds, visited in turn: every lookup
     // misses, evicts and inserts.
     let fresh = random_flows(4 * TRACKED, 2);
-    let mut worker = handle.worker(ConnTrackConfig {
-        capacity: TRACKED,
-        ..Default::default()
-    });
+    let mut worker = handle
+        .worker(ConnTrackConfig {
+            capacity: TRACKED,
+            ..Default::default()
+        })
+        .unwrap();
     let mut next = 0usize;
     group.bench_function("new_flow", |b| {
         b.iter(|| {
@@ -204,7 +208,7 @@ fn nat(c: &mut Criterion) {
     let clients: Vec<SocketAddr> = (0..BATCH).map(|_| random_client(&mut rng)).collect();
     let forward: Vec<[u8; 64]> = clients.iter().map(|&c| tcp_packet(c, vip())).collect();
 
-    let mut worker = handle.worker(ConnTrackConfig::default());
+    let mut worker = handle.worker(ConnTrackConfig::default()).unwrap();
     // Track every flow, and learn its backend for the replies.
     let backends: Vec<SocketAddr> = forward
         .iter()

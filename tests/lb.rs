@@ -375,10 +375,12 @@ fn workers_read_while_the_control_plane_publishes() {
             let handle = lb.handle();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut worker = handle.worker(ConnTrackConfig {
-                    capacity: 4096,
-                    ..Default::default()
-                });
+                let mut worker = handle
+                    .worker(ConnTrackConfig {
+                        capacity: 4096,
+                        ..Default::default()
+                    })
+                    .unwrap();
                 let mut first: HashMap<SocketAddr, SocketAddr> = HashMap::new();
                 let mut rounds = 0u64;
                 while !stop.load(Ordering::Relaxed) || rounds < 10 {

@@ -21,8 +21,11 @@
 //!
 //! **Speed.** Preferences are generated on the fly with one addition and one conditional
 //! subtraction per step (never a multiplication or a division), the claimed slots are a bitmap
-//! (8 KiB for M = 65537, it stays in L1), and nothing is allocated after the three buffers at
-//! the start.
+//! (8 KiB for M = 65537, it stays in L1), and nothing is allocated but the table, the bitmap,
+//! the per-member state and, once, the list of the last free slots. Those last sqrt(M) claims
+//! would cost over half of all probes (a member walks about M / free preferences per claim);
+//! instead, the member's next slot is the free slot the fewest steps along its list,
+//! `(slot - next) * skip^-1 mod M` steps away, which gives the same table.
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -17,8 +17,9 @@
 //!   many Maglev slots changed backend, from which backend to which.
 //! - The data plane is one [`Worker`] per thread ([`LbHandle::worker`]), with its own
 //!   [`ConnTrack`] and [`AffinityTable`] (`&mut`, like Katran's per-CPU LRU maps). Reading the
-//!   snapshot never blocks (see `publish.rs`: crossbeam-epoch, the old snapshot is freed once
-//!   no worker can see it). The dispatcher (RSS, `PACKET_FANOUT`, a software ring) must deliver
+//!   snapshot never blocks (see `publish.rs`: each worker has a mailbox, an atomic pointer
+//!   that the control plane fills and the worker empties; an old snapshot is an `Arc`, freed
+//!   when the last worker using it has moved on). The dispatcher (RSS, `PACKET_FANOUT`, a software ring) must deliver
 //!   both directions of a connection to the same worker: [`Services::steering_hash`] gives a
 //!   key that is equal for the packets of a flow and for its replies.
 //!
@@ -64,7 +65,7 @@
 //! assert_eq!(report.slots_moved, 65537); // a new service: every slot got a backend
 //!
 //! // On a worker thread.
-//! let mut worker = lb.handle().worker(ConnTrackConfig::default());
+//! let mut worker = lb.handle().worker(ConnTrackConfig::default()).expect("a free slot");
 //! // An IPv4/UDP packet 192.0.2.7:5000 -> 198.51.100.10:80, checksums left at zero.
 //! let mut packet = [0u8; 28];
 //! packet[..4].copy_from_slice(&[0x45, 0, 0, 28]);
@@ -857,10 +858,16 @@ impl fmt::Debug for LoadBalancer {
 }
 
 impl LoadBalancer {
-    /// A load balancer without services.
+    /// A load balancer without services, for up to 64 workers at a time.
     pub fn new() -> LoadBalancer {
+        Self::with_max_workers(publish::DEFAULT_MAX_WORKERS)
+    }
+
+    /// A load balancer without services, for up to `max_workers` workers at a time (at
+    /// least 1): each worker holds a slot through which it receives new snapshots.
+    pub fn with_max_workers(max_workers: usize) -> LoadBalancer {
         LoadBalancer {
-            published: Arc::new(publish::Published::new(Services::default())),
+            published: Arc::new(publish::Published::new(Services::default(), max_workers)),
             configs: BTreeMap::new(),
             next_generation: 1,
         }
@@ -989,52 +996,61 @@ impl fmt::Debug for LbHandle {
 }
 
 impl LbHandle {
-    /// A worker with its own connection tracking. Create it on the thread that uses it: it
-    /// holds that thread's epoch registration, so it is not `Send`.
-    pub fn worker(&self, config: ConnTrackConfig) -> Worker {
-        Worker {
-            epoch: self.published.register(),
+    /// A worker with its own connection tracking, on a free worker slot; `None` if all the
+    /// slots of [`LoadBalancer::with_max_workers`] are taken. The slot is freed when the
+    /// worker is dropped.
+    pub fn worker(&self, config: ConnTrackConfig) -> Option<Worker> {
+        let (slot, services) = self.published.register()?;
+        Some(Worker {
             published: self.published.clone(),
+            slot,
+            services,
             state: WorkerState::new(config),
-        }
+        })
     }
 }
 
-/// One data-path thread: reads the published services without blocking, owns its state.
+/// One data-path thread: picks up published snapshots without blocking, owns its state.
 pub struct Worker {
-    epoch: crossbeam_epoch::LocalHandle,
     published: Arc<publish::Published>,
+    slot: usize,
+    services: Arc<Services>,
     state: WorkerState,
 }
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
+            .field("slot", &self.slot)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
 
 impl Worker {
-    /// [`Services::process`] on the current snapshot. Pins the epoch once per call; to pin
-    /// once per batch, use [`Worker::with_services`].
+    /// [`Services::process`] on the newest snapshot. Checks for a new snapshot on every call
+    /// (one load of the worker's own slot); [`Worker::with_services`] checks once per batch.
     pub fn process(&mut self, packet: &mut [u8], now: Instant) -> Decision {
-        let state = &mut self.state;
-        self.published
-            .read(&self.epoch, |services| services.process(state, packet, now))
+        self.published.refresh(self.slot, &mut self.services);
+        self.services.process(&mut self.state, packet, now)
     }
 
-    /// Runs `f` with the current snapshot and this worker's state: a whole batch of packets
-    /// under one epoch pin. The snapshot cannot change while `f` runs.
+    /// Runs `f` with the newest snapshot and this worker's state: a whole batch of packets
+    /// against one snapshot.
     pub fn with_services<R>(&mut self, f: impl FnOnce(&Services, &mut WorkerState) -> R) -> R {
-        let state = &mut self.state;
-        self.published
-            .read(&self.epoch, |services| f(services, state))
+        self.published.refresh(self.slot, &mut self.services);
+        f(&self.services, &mut self.state)
     }
 
     /// This worker's state (connection tracking and its counters, affinity memory).
     pub fn state(&self) -> &WorkerState {
         &self.state
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.published.unregister(self.slot, self.services.clone());
     }
 }
 

@@ -380,10 +380,12 @@ fn client_ip_affinity_lasts_until_its_timeout() {
 fn worker_sees_published_snapshots() {
     let mut lb = LoadBalancer::new();
     let handle = lb.handle();
-    let mut worker = handle.worker(ConnTrackConfig {
-        capacity: 64,
-        ..ConnTrackConfig::default()
-    });
+    let mut worker = handle
+        .worker(ConnTrackConfig {
+            capacity: 64,
+            ..ConnTrackConfig::default()
+        })
+        .unwrap();
     let f = client_flow(7);
     let now = Instant::from_secs(1);
     assert_eq!(
@@ -423,4 +425,44 @@ fn syn_on_a_closing_flow_is_a_new_connection() {
     s.select(&mut st, &f, TCP_SYN, now).unwrap();
     let c = st.conntrack.counters();
     assert_eq!((c.misses_syn, c.hits), (2, 1));
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<LbHandle>();
+    send_sync::<LoadBalancer>();
+    send_sync::<Services>();
+    fn send<T: Send>() {}
+    send::<WorkerState>();
+    send::<Worker>();
+}
+
+#[test]
+fn worker_slots_are_bounded_and_reused() {
+    let mut lb = LoadBalancer::with_max_workers(2);
+    let handle = lb.handle();
+    let config = ConnTrackConfig {
+        capacity: 8,
+        ..ConnTrackConfig::default()
+    };
+    let a = handle.worker(config).unwrap();
+    let mut b = handle.worker(config).unwrap();
+    assert!(handle.worker(config).is_none());
+    drop(a);
+    // Published while slot 0 is free: the next worker there starts with it.
+    lb.set_service(key(), config_for_slots()).unwrap();
+    let mut c = handle.worker(config).unwrap();
+    assert!(c.with_services(|s, _| s.service(&key()).is_some()));
+    assert!(b.with_services(|s, _| s.service(&key()).is_some()));
+    // A worker that leaves without having picked up a snapshot leaves the newest one.
+    lb.remove_service(&key()).unwrap();
+    drop(b);
+    let mut d = handle.worker(config).unwrap();
+    assert!(d.with_services(|s, _| s.service(&key()).is_none()));
+    assert!(c.with_services(|s, _| s.service(&key()).is_none()));
+}
+
+fn config_for_slots() -> ServiceConfig {
+    config(&[1], SMALL)
 }
