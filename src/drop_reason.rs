@@ -102,6 +102,19 @@ drop_reasons! {
     /// The source MAC is multicast, broadcast or all zeros: never learned, the frame is
     /// dropped (as Linux' bridge does).
     FdbSourceMacInvalid = "fdb_source_mac_invalid",
+    // Load balancer.
+    /// The load balancer got a packet that is not a well-formed IPv4 or IPv6 packet, or a TCP
+    /// or UDP packet cut inside its header.
+    LbMalformed = "lb_malformed",
+    /// A fragment towards a VIP: later fragments carry no ports to choose a backend by (Katran
+    /// drops them too).
+    LbFragment = "lb_fragment",
+    /// An IPv6 packet towards a VIP with an extension header the load balancer does not walk.
+    LbUnsupportedHeader = "lb_unsupported_header",
+    /// The service has no backend that takes new flows (all down, draining or of weight 0).
+    LbNoBackend = "lb_no_backend",
+    /// An ICMP error towards a VIP about a flow that is not tracked here.
+    LbIcmpUnknownFlow = "lb_icmp_unknown_flow",
 }
 
 impl DropReason {

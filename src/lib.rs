@@ -17,6 +17,8 @@
 //!   with learning, MAC moves, ageing, capacity bounds and flood lists; lock-free lookups.
 //! - [`switch`]: the switch's address resolution so far: ARP/ND suppression answers, and the
 //!   underlay next hop's MAC for each remote VTEP.
+//! - [`lb`] (with `alloc`): a service load balancer: Maglev tables, connection tracking,
+//!   ClientIP affinity and NAT with incremental checksums, tables swapped without blocking.
 //! - [`time`]: the caller's clock, as an argument.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
@@ -63,6 +65,8 @@ extern crate std;
 mod drop_reason;
 #[cfg(feature = "alloc")]
 pub mod fdb;
+#[cfg(feature = "alloc")]
+pub mod lb;
 mod port;
 pub mod switch;
 mod sync;

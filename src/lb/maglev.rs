@@ -1,0 +1,566 @@
+//! Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable Software Network
+//! Load Balancer", NSDI 2016, section 3.4), with Katran's weighted turns.
+//!
+//! A table of `M` slots (M prime) maps a flow hash to a backend. Backend `i` has a preference
+//! list, the permutation `(offset_i + j * skip_i) mod M` for `j = 0, 1, ...`; the backends take
+//! turns, each claiming its next preferred slot that is still free, until every slot is taken.
+//! Because `M` is prime and `1 <= skip < M`, every preference list visits every slot, so the
+//! build always terminates with no empty slot.
+//!
+//! **Hash.** [`Permutation::for_name`] fixes how a backend's offset and skip come from its
+//! name: `offset = XXH64(name, seed 0) mod M`, `skip = XXH64(name, seed 1) mod (M - 1) + 1`.
+//! XXH64 is specified byte for byte and implemented by a maintained crate (xxhash-rust), so a
+//! node written in any language computes the same table from the same set of backends.
+//!
+//! **Weights** follow Katran's Maglev V2 (`katran/lib/MaglevHashV2.cpp`): in every round each
+//! backend adds its weight to an accumulator, and takes a turn when the accumulator reaches the
+//! largest weight, which it then subtracts. The heaviest backend takes a turn every round; one
+//! with half its weight every other round. With equal weights every backend takes one turn per
+//! round, which is the paper's algorithm exactly, so shares are `floor(M/N)` or `ceil(M/N)`.
+//! A backend of weight 0 takes no turn and owns no slot.
+//!
+//! **Speed.** Preferences are generated on the fly with one addition and one conditional
+//! subtraction per step (never a multiplication or a division), the claimed slots are a bitmap
+//! (8 KiB for M = 65537, it stays in L1), and nothing is allocated but the table, the bitmap,
+//! the per-member state and, once, the list of the last free slots. Those last sqrt(M) claims
+//! would cost over half of all probes (a member walks about M / free preferences per claim);
+//! instead, the member's next slot is the free slot the fewest steps along its list,
+//! `(slot - next) * skip^-1 mod M` steps away, which gives the same table.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The paper's and Katran's default table size: a prime well above 100 x the number of
+/// backends of a typical service, so that shares differ by under 1 % (paper section 3.4).
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+
+/// The largest table size accepted: 2^24. Tables of up to 16 million slots keep the build
+/// under a second; the paper found 65537 ample for hundreds of backends.
+pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+
+/// The most backends one table can hold: table entries are `u16` indices, so that a 65537-slot
+/// table is 128 KiB and stays in L2 on the lookup path.
+pub const MAX_BACKENDS: usize = u16::MAX as usize;
+
+/// A table size that is not usable for Maglev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TableSizeError {
+    /// The size is not a prime number (Maglev needs a prime so every skip generates a full
+    /// permutation).
+    NotPrime(u32),
+    /// The size is above [`MAX_TABLE_SIZE`].
+    TooLarge(u32),
+}
+
+impl fmt::Display for TableSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableSizeError::NotPrime(m) => {
+                write!(f, "Maglev table size {m} is not prime (try 16381 or 65537)")
+            }
+            TableSizeError::TooLarge(m) => {
+                write!(
+                    f,
+                    "Maglev table size {m} is above the limit of {MAX_TABLE_SIZE}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for TableSizeError {}
+
+/// A validated Maglev table size: a prime no larger than [`MAX_TABLE_SIZE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableSize(u32);
+
+impl TableSize {
+    /// The default size, 65537.
+    pub const DEFAULT: TableSize = TableSize(DEFAULT_TABLE_SIZE);
+
+    /// `m` if it is a prime no larger than [`MAX_TABLE_SIZE`].
+    pub fn new(m: u32) -> Result<TableSize, TableSizeError> {
+        if m > MAX_TABLE_SIZE {
+            return Err(TableSizeError::TooLarge(m));
+        }
+        if !is_prime(m) {
+            return Err(TableSizeError::NotPrime(m));
+        }
+        Ok(TableSize(m))
+    }
+
+    /// The number of slots.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for TableSize {
+    fn default() -> Self {
+        TableSize::DEFAULT
+    }
+}
+
+/// Deterministic primality by trial division: at most sqrt(2^24) = 4096 candidates, a few
+/// microseconds, and no probabilistic step to argue about.
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
+        return false;
+    }
+    let mut d: u32 = 5;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) || n.is_multiple_of(d + 2) {
+            return false;
+        }
+        d += 6;
+    }
+    true
+}
+
+/// A backend's preference list: slots `offset, offset + skip, offset + 2 skip, ...` mod M.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Permutation {
+    /// The first preferred slot, below M.
+    pub offset: u32,
+    /// The step between preferred slots, in `1..M`.
+    pub skip: u32,
+}
+
+impl Permutation {
+    /// The specified permutation of the backend called `name` (its `"ip:port"` text, see
+    /// [`crate::lb::Backend::name`]): `offset = XXH64(name, 0) mod M`,
+    /// `skip = XXH64(name, 1) mod (M - 1) + 1`.
+    pub fn for_name(name: &[u8], size: TableSize) -> Permutation {
+        let m = u64::from(size.get());
+        let offset = xxhash_rust::xxh64::xxh64(name, 0) % m;
+        // M = 2 would make M - 1 = 1 and skip 1; M >= 2 always, so no division by zero.
+        let skip = xxhash_rust::xxh64::xxh64(name, 1) % (m - 1) + 1;
+        Permutation {
+            offset: offset as u32,
+            skip: skip as u32,
+        }
+    }
+}
+
+/// Why a table could not be built from the given members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MaglevError {
+    /// More members than [`MAX_BACKENDS`].
+    TooManyBackends(usize),
+    /// An injected permutation has `offset >= M`, `skip == 0` or `skip >= M` (member index).
+    BadPermutation(usize),
+}
+
+impl fmt::Display for MaglevError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaglevError::TooManyBackends(n) => {
+                write!(f, "{n} backends, above the Maglev limit of {MAX_BACKENDS}")
+            }
+            MaglevError::BadPermutation(i) => write!(
+                f,
+                "backend {i} has an offset or skip outside the table (need offset < M, 0 < skip < M)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for MaglevError {}
+
+/// A built Maglev lookup table: slot -> member index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maglev {
+    /// Member index per slot; empty when no member has a positive weight.
+    slots: Vec<u16>,
+    size: TableSize,
+}
+
+/// Per-member state of the build, kept together for locality.
+#[derive(Clone, Copy)]
+struct Turn {
+    next: u32,
+    skip: u32,
+    /// `skip`'s inverse mod M, computed when the member first claims in the end game (0
+    /// until then: 0 is never an inverse).
+    inverse: u32,
+    weight: u64,
+    accumulated: u64,
+}
+
+/// The inverse of `a` mod the prime `m` (`0 < a < m`), by the extended Euclidean algorithm.
+fn inverse_mod(a: u32, m: u32) -> u32 {
+    let (mut t, mut next_t) = (0i64, 1i64);
+    let (mut r, mut next_r) = (i64::from(m), i64::from(a));
+    while next_r != 0 {
+        let q = r / next_r;
+        (t, next_t) = (next_t, t - q * next_t);
+        (r, next_r) = (next_r, r - q * next_r);
+    }
+    if t < 0 {
+        t += i64::from(m);
+    }
+    t as u32
+}
+
+impl Maglev {
+    /// Builds the table for `members`, given as (permutation, weight), taking turns in the
+    /// order given: callers that want a table independent of insertion order sort the members
+    /// by name first (the service layer does). Slot values are indices into `members`;
+    /// members of weight 0 own no slot. With no member of positive weight the table is empty
+    /// and [`Maglev::lookup`] returns `None`.
+    pub fn build(size: TableSize, members: &[(Permutation, u32)]) -> Result<Maglev, MaglevError> {
+        if members.len() > MAX_BACKENDS {
+            return Err(MaglevError::TooManyBackends(members.len()));
+        }
+        let m = size.get();
+        for (i, (perm, _)) in members.iter().enumerate() {
+            if perm.offset >= m || perm.skip == 0 || perm.skip >= m {
+                return Err(MaglevError::BadPermutation(i));
+            }
+        }
+        let max_weight = members.iter().map(|&(_, w)| u64::from(w)).max();
+        let max_weight = match max_weight {
+            Some(w) if w > 0 => w,
+            _ => {
+                return Ok(Maglev {
+                    slots: Vec::new(),
+                    size,
+                })
+            }
+        };
+        let mut turns: Vec<(u16, Turn)> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(i, &(perm, w))| {
+                (
+                    i as u16,
+                    Turn {
+                        next: perm.offset,
+                        skip: perm.skip,
+                        inverse: 0,
+                        weight: u64::from(w),
+                        accumulated: 0,
+                    },
+                )
+            })
+            .collect();
+        let m_usize = m as usize;
+        let mut slots = vec![0u16; m_usize];
+        let mut taken = vec![0u64; m_usize.div_ceil(64)];
+        let mut filled: usize = 0;
+        // When sqrt(M) slots or fewer remain free, a member's next slot is found from the list
+        // of free slots instead of by walking its preferences. Walking costs about M / free
+        // probes per claim (the last 256 of 65537 slots cost over half of all probes), the
+        // list one multiplication per free slot: the two cost the same near sqrt(M).
+        let end_game = m.isqrt() as usize;
+        let mut free: Vec<u32> = Vec::new();
+        'rounds: loop {
+            for (index, turn) in turns.iter_mut() {
+                turn.accumulated += turn.weight;
+                if turn.accumulated < max_weight {
+                    continue;
+                }
+                turn.accumulated -= max_weight;
+                if m_usize - filled <= end_game {
+                    // The end game: the member's next free slot is the free slot the fewest
+                    // steps of its preference list away from `next`. A slot `s` is
+                    // `(s - next) / skip` steps away, mod M: a multiplication by the inverse.
+                    if free.is_empty() {
+                        free = (0..m)
+                            .filter(|&s| taken[(s / 64) as usize] & (1u64 << (s % 64)) == 0)
+                            .collect();
+                    }
+                    if turn.inverse == 0 {
+                        turn.inverse = inverse_mod(turn.skip, m);
+                    }
+                    let (m64, inverse, next) = (u64::from(m), u64::from(turn.inverse), turn.next);
+                    let steps = |s: u32| u64::from(s + m - next) % m64 * inverse % m64;
+                    let mut best = 0;
+                    let mut best_steps = u64::MAX;
+                    for (i, &s) in free.iter().enumerate() {
+                        let d = steps(s);
+                        if d < best_steps {
+                            (best, best_steps) = (i, d);
+                        }
+                    }
+                    let slot = free.swap_remove(best);
+                    taken[(slot / 64) as usize] |= 1u64 << (slot % 64);
+                    slots[slot as usize] = *index;
+                    let n = slot + turn.skip;
+                    turn.next = if n >= m { n - m } else { n };
+                    filled += 1;
+                    if filled == m_usize {
+                        break 'rounds;
+                    }
+                    continue;
+                }
+                // The next free slot of this member's permutation; one exists because the
+                // permutation visits all M slots and fewer than M are taken.
+                let skip = turn.skip;
+                let mut slot = turn.next;
+                // `slot < M`, so the word index is below `taken.len()`.
+                while taken[(slot / 64) as usize] & (1u64 << (slot % 64)) != 0 {
+                    slot += skip;
+                    if slot >= m {
+                        slot -= m;
+                    }
+                }
+                taken[(slot / 64) as usize] |= 1u64 << (slot % 64);
+                slots[slot as usize] = *index;
+                let next = slot + skip;
+                turn.next = if next >= m { next - m } else { next };
+                filled += 1;
+                if filled == m_usize {
+                    break 'rounds;
+                }
+            }
+        }
+        Ok(Maglev { slots, size })
+    }
+
+    /// The table size M.
+    pub fn size(&self) -> TableSize {
+        self.size
+    }
+
+    /// The member index of every slot, in slot order (empty if no member has a weight).
+    pub fn slots(&self) -> &[u16] {
+        &self.slots
+    }
+
+    /// True if no member owns a slot.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slot a 64-bit flow hash falls into: `((hash >> 32) * M) >> 32`, Lemire's
+    /// multiply-shift range reduction (a multiplication instead of a division; it is part of
+    /// the specification, since every node must pick the same slot).
+    #[inline]
+    pub fn slot_of(&self, hash: u64) -> usize {
+        (((hash >> 32) * u64::from(self.size.get())) >> 32) as usize
+    }
+
+    /// The member that owns the slot of `hash`, or `None` for an empty table.
+    #[inline]
+    pub fn lookup(&self, hash: u64) -> Option<u16> {
+        self.slots.get(self.slot_of(hash)).copied()
+    }
+
+    /// How many slots each of `members` members owns.
+    pub fn shares(&self, members: usize) -> Vec<u32> {
+        let mut shares = vec![0u32; members];
+        for &s in &self.slots {
+            if let Some(c) = shares.get_mut(usize::from(s)) {
+                *c += 1;
+            }
+        }
+        shares
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn p(offset: u32, skip: u32) -> Permutation {
+        Permutation { offset, skip }
+    }
+
+    /// The worked example of the Maglev paper, section 3.4, table 1 (M = 7).
+    #[test]
+    fn paper_example() {
+        let m = TableSize::new(7).unwrap();
+        let all = [(p(3, 4), 1), (p(0, 2), 1), (p(3, 1), 1)];
+        let table = Maglev::build(m, &all).unwrap();
+        assert_eq!(table.slots(), &[1, 0, 1, 0, 2, 2, 0]);
+        // Without B1: its weight 0 keeps the indices of B0 and B2.
+        let without_b1 = [(p(3, 4), 1), (p(0, 2), 0), (p(3, 1), 1)];
+        let table = Maglev::build(m, &without_b1).unwrap();
+        assert_eq!(table.slots(), &[0, 0, 0, 0, 2, 2, 2]);
+        // And removing it from the list altogether gives the same table.
+        let table = Maglev::build(m, &[(p(3, 4), 1), (p(3, 1), 1)]).unwrap();
+        assert_eq!(table.slots(), &[0, 0, 0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(TableSize::new(65537).unwrap().get(), 65537);
+        assert_eq!(TableSize::new(16381).unwrap().get(), 16381);
+        assert_eq!(TableSize::new(2).unwrap().get(), 2);
+        assert_eq!(TableSize::new(65536), Err(TableSizeError::NotPrime(65536)));
+        assert_eq!(TableSize::new(1), Err(TableSizeError::NotPrime(1)));
+        assert_eq!(TableSize::new(0), Err(TableSizeError::NotPrime(0)));
+        // 65537 * 65537 would overflow u32 in a careless loop; 4294967291 is prime but big.
+        assert_eq!(
+            TableSize::new(4_294_967_291),
+            Err(TableSizeError::TooLarge(4_294_967_291))
+        );
+        // 16777213 = 2^24 - 3 is the largest prime below the limit.
+        assert!(TableSize::new(16_777_213).is_ok());
+        assert_eq!(
+            TableSize::new(16_777_215),
+            Err(TableSizeError::NotPrime(16_777_215))
+        );
+        let text = alloc::string::ToString::to_string(&TableSizeError::NotPrime(65536));
+        assert!(text.contains("65536"), "{text}");
+    }
+
+    #[test]
+    fn inverses() {
+        for m in [7u32, 251, 65537] {
+            for a in (1..m).step_by((m / 50).max(1) as usize) {
+                let inv = inverse_mod(a, m);
+                assert!(inv > 0 && inv < m);
+                assert_eq!(
+                    u64::from(a) * u64::from(inv) % u64::from(m),
+                    1,
+                    "{a} mod {m}"
+                );
+            }
+        }
+    }
+
+    /// The end game gives the table the plain walk gives: checked against a direct
+    /// transcription of the paper's pseudo-code.
+    #[test]
+    fn end_game_matches_the_plain_walk() {
+        let m = if cfg!(miri) { 1021 } else { 4093 };
+        let size = TableSize::new(m).unwrap();
+        for n in [1u32, 3, 40] {
+            let members: Vec<(Permutation, u32)> = (0..n)
+                .map(|i| {
+                    let name = alloc::format!("b{i}");
+                    (Permutation::for_name(name.as_bytes(), size), 1)
+                })
+                .collect();
+            let mut plain = vec![u16::MAX; m as usize];
+            let mut next: Vec<u32> = members.iter().map(|(p, _)| p.offset).collect();
+            let mut filled = 0;
+            'fill: loop {
+                for (i, (p, _)) in members.iter().enumerate() {
+                    let mut c = next[i];
+                    while plain[c as usize] != u16::MAX {
+                        c = (c + p.skip) % m;
+                    }
+                    plain[c as usize] = i as u16;
+                    next[i] = (c + p.skip) % m;
+                    filled += 1;
+                    if filled == m {
+                        break 'fill;
+                    }
+                }
+            }
+            assert_eq!(
+                Maglev::build(size, &members).unwrap().slots(),
+                &plain[..],
+                "n {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn primes_agree_with_a_sieve() {
+        let limit = 2000usize;
+        let mut sieve = vec![true; limit];
+        sieve[0] = false;
+        sieve[1] = false;
+        for i in 2..limit {
+            if sieve[i] {
+                let mut j = i * i;
+                while j < limit {
+                    sieve[j] = false;
+                    j += i;
+                }
+            }
+        }
+        for (n, &prime) in sieve.iter().enumerate() {
+            assert_eq!(is_prime(n as u32), prime, "{n}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_permutations() {
+        let m = TableSize::new(7).unwrap();
+        assert_eq!(
+            Maglev::build(m, &[(p(7, 1), 1)]),
+            Err(MaglevError::BadPermutation(0))
+        );
+        assert_eq!(
+            Maglev::build(m, &[(p(0, 1), 1), (p(0, 0), 1)]),
+            Err(MaglevError::BadPermutation(1))
+        );
+        assert_eq!(
+            Maglev::build(m, &[(p(0, 7), 1)]),
+            Err(MaglevError::BadPermutation(0))
+        );
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let m = TableSize::new(13).unwrap();
+        let empty = Maglev::build(m, &[]).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.lookup(12345), None);
+        let zero = Maglev::build(m, &[(p(1, 1), 0)]).unwrap();
+        assert!(zero.is_empty());
+        let one = Maglev::build(m, &[(p(5, 3), 1)]).unwrap();
+        assert_eq!(one.slots(), &[0; 13]);
+        assert_eq!(one.lookup(u64::MAX), Some(0));
+    }
+
+    #[test]
+    fn equal_weights_give_floor_or_ceil_shares() {
+        let m = TableSize::new(251).unwrap();
+        for n in 1..=12u32 {
+            let members: Vec<(Permutation, u32)> = (0..n)
+                .map(|i| {
+                    let name = alloc::format!("10.0.0.{i}:80");
+                    (Permutation::for_name(name.as_bytes(), m), 1)
+                })
+                .collect();
+            let table = Maglev::build(m, &members).unwrap();
+            let (lo, hi) = (251 / n, 251u32.div_ceil(n));
+            for share in table.shares(n as usize) {
+                assert!(share == lo || share == hi, "n {n}: share {share}");
+            }
+        }
+    }
+
+    #[test]
+    fn weights_scale_shares() {
+        let m = TableSize::new(1009).unwrap();
+        let members: Vec<(Permutation, u32)> = [("a", 1), ("b", 2), ("c", 1), ("d", 4)]
+            .iter()
+            .map(|&(n, w)| (Permutation::for_name(n.as_bytes(), m), w))
+            .collect();
+        let shares = Maglev::build(m, &members).unwrap().shares(4);
+        // Total weight 8: expected 126, 252, 126, 504 of 1009; the rounds are exact up to the
+        // last, partial round.
+        assert_eq!(shares.iter().sum::<u32>(), 1009);
+        for (share, weight) in shares.iter().zip([1u32, 2, 1, 4]) {
+            let expected = 1009 * weight / 8;
+            assert!(share.abs_diff(expected) <= 2, "{shares:?}");
+        }
+    }
+
+    #[test]
+    fn slot_of_stays_in_range() {
+        let table = Maglev::build(TableSize::new(7).unwrap(), &[(p(0, 1), 1)]).unwrap();
+        for hash in [0, 1, u64::MAX, u64::MAX / 2, 0xFFFF_FFFF] {
+            assert!(table.slot_of(hash) < 7);
+        }
+        assert_eq!(table.slot_of(u64::MAX), 6);
+        assert_eq!(table.slot_of(0), 0);
+    }
+}
