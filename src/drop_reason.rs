@@ -84,6 +84,24 @@ drop_reasons! {
     NoHeadroom = "no_headroom",
     /// The outer packet would exceed the underlay MTU; VXLAN never fragments.
     MtuExceeded = "mtu_exceeded",
+    // Forwarding table.
+    /// Not learned: the forwarding table holds its total capacity of entries (the frame is
+    /// still forwarded).
+    FdbFull = "fdb_full",
+    /// Not learned: the VNI holds its maximum number of entries (the frame is still
+    /// forwarded).
+    FdbVniFull = "fdb_vni_full",
+    /// Not learned: the forwarding table's VNI table is full (the frame is still forwarded).
+    FdbVniTableFull = "fdb_vni_table_full",
+    /// Not learned: the forwarding table's IPv6 VTEP table is full (the frame is still
+    /// forwarded).
+    FdbVtepTableFull = "fdb_vtep_table_full",
+    /// A frame from a MAC bound by a static entry arrived from another place: static entries
+    /// never move, the frame is dropped.
+    FdbStaticMove = "fdb_static_move",
+    /// The source MAC is multicast, broadcast or all zeros: never learned, the frame is
+    /// dropped (as Linux' bridge does).
+    FdbSourceMacInvalid = "fdb_source_mac_invalid",
 }
 
 impl DropReason {

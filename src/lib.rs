@@ -13,6 +13,8 @@
 //! - [`tunnel`]: encapsulation into headroom in front of the inner frame, and decapsulation
 //!   that returns the inner frame in place, with every rule of the overlay specification
 //!   (flags, checksums, DF/TTL/TOS, ECN, MTU, inner VLAN tags).
+//! - [`fdb`] (with `alloc`): the forwarding table, (VNI, MAC) -> local port or remote VTEP,
+//!   with learning, MAC moves, ageing, capacity bounds and flood lists; lock-free lookups.
 //! - [`switch`]: the switch's address resolution so far: ARP/ND suppression answers, and the
 //!   underlay next hop's MAC for each remote VTEP.
 //! - [`time`]: the caller's clock, as an argument.
@@ -59,6 +61,9 @@ extern crate alloc;
 extern crate std;
 
 mod drop_reason;
+#[cfg(feature = "alloc")]
+pub mod fdb;
+mod port;
 pub mod switch;
 mod sync;
 pub mod time;
@@ -67,6 +72,7 @@ mod vni;
 pub mod wire;
 
 pub use drop_reason::{DropCounters, DropReason};
+pub use port::PortId;
 
 /// The README's example, compiled and run as a doc test.
 #[cfg(doctest)]

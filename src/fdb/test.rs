@@ -1,0 +1,540 @@
+//! Unit tests: small tables, so that miri runs them in seconds.
+
+use super::*;
+use alloc::vec;
+
+fn vni(n: u32) -> Vni {
+    Vni::new(n).unwrap()
+}
+
+fn mac(n: u32) -> EthernetAddress {
+    let b = n.to_be_bytes();
+    EthernetAddress([0x02, 0x00, b[0], b[1], b[2], b[3]])
+}
+
+fn port(n: u32) -> Destination {
+    Destination::Port(PortId(n))
+}
+
+fn v4(last: u8) -> Destination {
+    Destination::Vtep(IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)))
+}
+
+fn v6(last: u16) -> Destination {
+    Destination::Vtep(IpAddr::V6(Ipv6Addr::new(
+        0x2001, 0xdb8, 0, 0, 0, 0, 0, last,
+    )))
+}
+
+fn secs(s: u64) -> Instant {
+    Instant::from_secs(s)
+}
+
+fn small(capacity: u32) -> Fdb {
+    Fdb::new(FdbConfig {
+        capacity,
+        max_entries_per_vni: capacity,
+        max_vnis: 8,
+        max_ipv6_vteps: 4,
+        max_flood_members: 4,
+        ..FdbConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn learn_then_lookup_refresh_and_fresh() {
+    let fdb = small(16);
+    assert_eq!(fdb.lookup(vni(1), mac(1)), None);
+    assert_eq!(fdb.learn(vni(1), mac(1), v4(2), secs(10)), Learn::Inserted);
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(v4(2)));
+    // Within the granularity (1 s): nothing stored.
+    assert_eq!(
+        fdb.learn(vni(1), mac(1), v4(2), Instant::from_millis(10_900)),
+        Learn::Fresh
+    );
+    assert_eq!(fdb.learn(vni(1), mac(1), v4(2), secs(11)), Learn::Refreshed);
+    assert_eq!(fdb.learn(vni(1), mac(1), v4(2), secs(11)), Learn::Fresh);
+    // A clock that steps back stores nothing.
+    assert_eq!(fdb.learn(vni(1), mac(1), v4(2), secs(5)), Learn::Fresh);
+    let entry = fdb.get(vni(1), mac(1), secs(12)).unwrap();
+    assert_eq!(entry.last_seen, Some(secs(11)));
+    assert_eq!(entry.kind, EntryKind::Learned);
+    assert_eq!(fdb.len(), 1);
+    assert_eq!(fdb.counters().learned, 1);
+}
+
+#[test]
+fn vnis_are_isolated() {
+    let fdb = small(16);
+    assert_eq!(fdb.learn(vni(1), mac(1), port(1), secs(0)), Learn::Inserted);
+    assert_eq!(fdb.learn(vni(2), mac(1), port(2), secs(0)), Learn::Inserted);
+    // VNIs that differ only in their high byte are different keys too.
+    assert_eq!(
+        fdb.learn(vni(0x01_0001), mac(1), port(3), secs(0)),
+        Learn::Inserted
+    );
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(port(1)));
+    assert_eq!(fdb.lookup(vni(2), mac(1)), Some(port(2)));
+    assert_eq!(fdb.lookup(vni(0x01_0001), mac(1)), Some(port(3)));
+    assert_eq!(fdb.flush_vni(vni(1)), 1);
+    assert_eq!(fdb.lookup(vni(1), mac(1)), None);
+    assert_eq!(fdb.lookup(vni(2), mac(1)), Some(port(2)));
+    assert_eq!(fdb.vni_len(vni(2)), 1);
+    assert_eq!(fdb.vni_len(vni(1)), 0);
+}
+
+#[test]
+fn learned_entries_move_and_count() {
+    let fdb = small(16);
+    fdb.learn(vni(1), mac(1), v4(2), secs(0));
+    assert_eq!(
+        fdb.learn(vni(1), mac(1), port(7), secs(1)),
+        Learn::Moved { from: v4(2) }
+    );
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(port(7)));
+    assert_eq!(
+        fdb.learn(vni(1), mac(1), v6(1), secs(2)),
+        Learn::Moved { from: port(7) }
+    );
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(v6(1)));
+    assert_eq!(fdb.ipv6_vteps(), 1);
+    assert_eq!(
+        fdb.learn(vni(1), mac(1), v4(3), secs(3)),
+        Learn::Moved { from: v6(1) }
+    );
+    // The IPv6 address lost its last reference.
+    assert_eq!(fdb.ipv6_vteps(), 0);
+    assert_eq!(fdb.counters().moved, 3);
+    assert_eq!(fdb.len(), 1);
+}
+
+#[test]
+fn static_entries_never_move_and_drop_the_frame() {
+    let fdb = small(16);
+    assert_eq!(fdb.insert_static(vni(1), mac(1), port(1)), Ok(None));
+    assert_eq!(fdb.learn(vni(1), mac(1), port(1), secs(0)), Learn::Fresh);
+    let moved = fdb.learn(vni(1), mac(1), v4(9), secs(0));
+    assert_eq!(moved, Learn::Dropped(DropReason::FdbStaticMove));
+    assert!(!moved.forward());
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(port(1)));
+    assert_eq!(fdb.counters().static_move_dropped, 1);
+    // Static entries never age and are not flushed.
+    assert_eq!(fdb.age(secs(1_000_000)), 0);
+    assert_eq!(fdb.flush_port(PortId(1)), 0);
+    assert_eq!(fdb.flush_vni(vni(1)), 0);
+    let entry = fdb.get(vni(1), mac(1), secs(0)).unwrap();
+    assert_eq!((entry.kind, entry.last_seen), (EntryKind::Static, None));
+    // Only remove takes them away.
+    assert_eq!(fdb.remove(vni(1), mac(1)), Some(port(1)));
+    assert_eq!(fdb.lookup(vni(1), mac(1)), None);
+    assert!(fdb.is_empty());
+}
+
+#[test]
+fn static_replaces_learned_in_place() {
+    let fdb = small(16);
+    fdb.learn(vni(1), mac(1), v6(1), secs(0));
+    assert_eq!(fdb.insert_static(vni(1), mac(1), port(4)), Ok(Some(v6(1))));
+    assert_eq!(fdb.ipv6_vteps(), 0);
+    assert_eq!(fdb.len(), 1);
+    assert_eq!(
+        fdb.get(vni(1), mac(1), secs(0)).unwrap().kind,
+        EntryKind::Static
+    );
+    assert_eq!(fdb.insert_static(vni(1), mac(1), v4(1)), Ok(Some(port(4))));
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(v4(1)));
+}
+
+#[test]
+fn invalid_source_macs_are_dropped() {
+    let fdb = small(16);
+    for source in [
+        EthernetAddress([0xff; 6]),
+        EthernetAddress([0x01, 0x00, 0x5e, 0, 0, 1]),
+        EthernetAddress([0; 6]),
+    ] {
+        assert_eq!(
+            fdb.learn(vni(1), source, port(1), secs(0)),
+            Learn::Dropped(DropReason::FdbSourceMacInvalid)
+        );
+    }
+    assert!(fdb.is_empty());
+    assert_eq!(fdb.counters().invalid_source_dropped, 3);
+}
+
+#[test]
+fn ageing_follows_frames_from_the_mac_only() {
+    let fdb = small(16);
+    fdb.learn(vni(1), mac(1), port(1), secs(0));
+    fdb.learn(vni(1), mac(2), port(1), secs(0));
+    // Traffic towards mac(1) all along: it does not keep it alive.
+    for t in 0..300 {
+        assert!(fdb.lookup(vni(1), mac(1)).is_some());
+        if t % 100 == 0 {
+            fdb.learn(vni(1), mac(2), port(1), secs(t));
+        }
+    }
+    assert_eq!(fdb.age(secs(299)), 0);
+    assert_eq!(fdb.age(secs(300)), 1);
+    assert_eq!(fdb.lookup(vni(1), mac(1)), None);
+    assert_eq!(fdb.lookup(vni(1), mac(2)), Some(port(1)));
+    assert_eq!(fdb.age(secs(499)), 0);
+    assert_eq!(fdb.age(secs(500)), 1);
+    assert_eq!(fdb.counters().aged, 2);
+    assert!(fdb.is_empty());
+}
+
+#[test]
+fn per_vni_ageing_and_learning_switch() {
+    let fdb = small(16);
+    let short = VniConfig {
+        ageing: Duration::from_millis(2500),
+        max_entries: 16,
+        learning: true,
+    };
+    fdb.configure_vni(vni(2), short).unwrap();
+    // Rounded up to whole granularities.
+    assert_eq!(fdb.vni_config(vni(2)).ageing, Duration::from_secs(3));
+    assert_eq!(fdb.vni_config(vni(9)).ageing, Duration::from_secs(300));
+    fdb.learn(vni(1), mac(1), port(1), secs(0));
+    fdb.learn(vni(2), mac(1), port(1), secs(0));
+    assert_eq!(fdb.age(secs(3)), 1);
+    assert_eq!(fdb.lookup(vni(2), mac(1)), None);
+    assert_eq!(fdb.lookup(vni(1), mac(1)), Some(port(1)));
+
+    fdb.configure_vni(
+        vni(3),
+        VniConfig {
+            learning: false,
+            ..short
+        },
+    )
+    .unwrap();
+    assert_eq!(fdb.learn(vni(3), mac(1), port(1), secs(0)), Learn::Disabled);
+    assert_eq!(fdb.lookup(vni(3), mac(1)), None);
+    assert_eq!(
+        fdb.configure_vni(
+            vni(3),
+            VniConfig {
+                ageing: Duration::ZERO,
+                ..short
+            }
+        ),
+        Err(FdbError::AgeingOutOfRange)
+    );
+}
+
+#[test]
+fn capacity_bounds_refuse_learning_keep_statics_and_flows() {
+    let fdb = small(8);
+    fdb.configure_vni(
+        vni(2),
+        VniConfig {
+            ageing: Duration::from_secs(300),
+            max_entries: 2,
+            learning: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(fdb.insert_static(vni(2), mac(100), port(1)), Ok(None));
+    assert_eq!(fdb.learn(vni(2), mac(1), port(1), secs(0)), Learn::Inserted);
+    assert_eq!(
+        fdb.learn(vni(2), mac(2), port(1), secs(0)),
+        Learn::Refused(DropReason::FdbVniFull)
+    );
+    assert_eq!(
+        fdb.insert_static(vni(2), mac(101), port(1)),
+        Err(FdbError::VniFull)
+    );
+    for i in 0..6 {
+        assert_eq!(fdb.learn(vni(1), mac(i), port(1), secs(0)), Learn::Inserted);
+    }
+    assert_eq!(fdb.len(), 8);
+    let refused = fdb.learn(vni(1), mac(50), port(1), secs(0));
+    assert_eq!(refused, Learn::Refused(DropReason::FdbFull));
+    assert!(refused.forward());
+    assert_eq!(
+        fdb.insert_static(vni(3), mac(1), port(1)),
+        Err(FdbError::Full)
+    );
+    // Existing entries keep refreshing and moving while full.
+    assert_eq!(
+        fdb.learn(vni(1), mac(0), port(1), secs(5)),
+        Learn::Refreshed
+    );
+    assert_eq!(
+        fdb.learn(vni(1), mac(0), port(2), secs(6)),
+        Learn::Moved { from: port(1) }
+    );
+    // Ageing frees room; the static entry survives it.
+    assert_eq!(fdb.age(secs(1000)), 7);
+    assert_eq!(fdb.lookup(vni(2), mac(100)), Some(port(1)));
+    assert_eq!(
+        fdb.learn(vni(1), mac(50), port(1), secs(1000)),
+        Learn::Inserted
+    );
+    let counters = fdb.counters();
+    assert_eq!((counters.refused_full, counters.refused_vni_full), (1, 1));
+}
+
+#[test]
+fn vni_table_bound() {
+    let fdb = Fdb::new(FdbConfig {
+        capacity: 16,
+        max_vnis: 2,
+        ..FdbConfig::default()
+    })
+    .unwrap();
+    fdb.learn(vni(1), mac(1), port(1), secs(0));
+    fdb.learn(vni(2), mac(1), port(1), secs(0));
+    assert_eq!(
+        fdb.learn(vni(3), mac(1), port(1), secs(0)),
+        Learn::Refused(DropReason::FdbVniTableFull)
+    );
+    assert_eq!(
+        fdb.insert_static(vni(3), mac(1), port(1)),
+        Err(FdbError::VniTableFull)
+    );
+    assert_eq!(fdb.counters().refused_vni_table_full, 1);
+}
+
+#[test]
+fn ipv6_vteps_are_interned_released_and_bounded() {
+    let fdb = small(16); // four IPv6 VTEPs at once
+    for i in 0..4 {
+        assert_eq!(
+            fdb.learn(vni(1), mac(i), v6(i as u16), secs(0)),
+            Learn::Inserted
+        );
+    }
+    assert_eq!(fdb.learn(vni(1), mac(10), v6(0), secs(0)), Learn::Inserted);
+    assert_eq!(fdb.ipv6_vteps(), 4);
+    assert_eq!(
+        fdb.learn(vni(1), mac(11), v6(99), secs(0)),
+        Learn::Refused(DropReason::FdbVtepTableFull)
+    );
+    assert_eq!(fdb.flush_vtep(v6_ip(0)), 2);
+    assert_eq!(fdb.ipv6_vteps(), 3);
+    // The freed slot serves another address, and every lookup still resolves right.
+    assert_eq!(fdb.learn(vni(1), mac(11), v6(99), secs(0)), Learn::Inserted);
+    for i in 1..4 {
+        assert_eq!(fdb.lookup(vni(1), mac(i)), Some(v6(i as u16)));
+    }
+    assert_eq!(fdb.lookup(vni(1), mac(11)), Some(v6(99)));
+    assert_eq!(fdb.flush_vtep(v6_ip(1234)), 0);
+}
+
+fn v6_ip(last: u16) -> IpAddr {
+    match v6(last) {
+        Destination::Vtep(ip) => ip,
+        Destination::Port(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn flush_by_port_and_vtep() {
+    let fdb = small(16);
+    fdb.learn(vni(1), mac(1), port(1), secs(0));
+    fdb.learn(vni(2), mac(2), port(1), secs(0));
+    fdb.learn(vni(1), mac(3), port(2), secs(0));
+    fdb.learn(vni(1), mac(4), v4(1), secs(0));
+    fdb.learn(vni(3), mac(5), v4(1), secs(0));
+    fdb.insert_static(vni(1), mac(6), port(1)).unwrap();
+    fdb.insert_static(vni(1), mac(7), v4(1)).unwrap();
+    assert_eq!(fdb.flush_port(PortId(1)), 2);
+    assert_eq!(fdb.flush_vtep(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))), 2);
+    let mut left: Vec<_> = fdb
+        .entries(secs(0))
+        .into_iter()
+        .map(|e| (e.vni, e.mac, e.destination, e.kind))
+        .collect();
+    left.sort_by_key(|&(v, m, _, _)| (v, m.0));
+    assert_eq!(
+        left,
+        vec![
+            (vni(1), mac(3), port(2), EntryKind::Learned),
+            (vni(1), mac(6), port(1), EntryKind::Static),
+            (vni(1), mac(7), v4(1), EntryKind::Static),
+        ]
+    );
+}
+
+#[test]
+fn flood_lists() {
+    let fdb = small(16);
+    let mut flood = fdb.flood_buffer();
+    fdb.flood_list(vni(1), &mut flood);
+    assert!(flood.is_empty());
+    fdb.set_flood_list(vni(1), &[v4(1), port(1), v6(1), v4(1)])
+        .unwrap();
+    fdb.flood_list(vni(1), &mut flood);
+    assert_eq!(flood.as_slice(), &[v4(1), port(1), v6(1)]);
+    fdb.flood_list(vni(2), &mut flood);
+    assert!(flood.is_empty());
+    assert_eq!(fdb.ipv6_vteps(), 1);
+    assert_eq!(
+        fdb.set_flood_list(vni(1), &[port(1), port(2), port(3), port(4), port(5)]),
+        Err(FdbError::FloodListTooLong)
+    );
+    fdb.set_flood_list(vni(1), &[port(2)]).unwrap();
+    fdb.flood_list(vni(1), &mut flood);
+    assert_eq!(flood.as_slice(), &[port(2)]);
+    assert_eq!(flood.len(), 1);
+    assert_eq!(fdb.ipv6_vteps(), 0);
+    // A full IPv6 table refuses the list whole and keeps the old one.
+    assert_eq!(
+        fdb.set_flood_list(vni(1), &[v6(1), v6(2), v6(3), v6(4), v6(5)]),
+        Err(FdbError::FloodListTooLong)
+    );
+    fdb.set_flood_list(vni(2), &[v6(1), v6(2), v6(3), v6(4)])
+        .unwrap();
+    assert_eq!(
+        fdb.set_flood_list(vni(1), &[v6(5)]),
+        Err(FdbError::VtepTableFull)
+    );
+    fdb.flood_list(vni(1), &mut flood);
+    assert_eq!(flood.as_slice(), &[port(2)]);
+    assert_eq!(fdb.ipv6_vteps(), 4);
+}
+
+#[test]
+fn probing_past_full_buckets_survives_removal() {
+    // 12 entries in 4 buckets of 4: many live away from home.
+    let fdb = small(12);
+    assert_eq!(fdb.slots(), 16);
+    for i in 0..12 {
+        assert_eq!(fdb.learn(vni(1), mac(i), port(i), secs(0)), Learn::Inserted);
+    }
+    let spread = {
+        let _guard = fdb.lock();
+        fdb.table.probe_histogram_locked()
+    };
+    assert_eq!(spread.iter().sum::<usize>(), 12);
+    for round in 0..3u32 {
+        for i in (round % 2..12).step_by(2) {
+            assert_eq!(fdb.remove(vni(1), mac(i)), Some(port(i)));
+        }
+        for i in 0..12 {
+            let expected = (i % 2 != round % 2).then_some(port(i));
+            assert_eq!(
+                fdb.lookup(vni(1), mac(i)),
+                expected,
+                "round {round} mac {i}"
+            );
+        }
+        for i in (round % 2..12).step_by(2) {
+            assert_eq!(fdb.learn(vni(1), mac(i), port(i), secs(0)), Learn::Inserted);
+        }
+        for i in 0..12 {
+            assert_eq!(fdb.lookup(vni(1), mac(i)), Some(port(i)));
+        }
+    }
+    // Misses in a full table terminate.
+    assert_eq!(fdb.lookup(vni(1), mac(999)), None);
+}
+
+#[test]
+fn show_lists_every_entry_with_its_age() {
+    let fdb = small(16);
+    fdb.learn(vni(1), mac(1), port(1), secs(3));
+    fdb.insert_static(vni(4), mac(2), v6(7)).unwrap();
+    let mut entries = fdb.entries(secs(10));
+    entries.sort_by_key(|e| e.vni);
+    assert_eq!(
+        entries,
+        vec![
+            Entry {
+                vni: vni(1),
+                mac: mac(1),
+                destination: port(1),
+                kind: EntryKind::Learned,
+                last_seen: Some(secs(3)),
+            },
+            Entry {
+                vni: vni(4),
+                mac: mac(2),
+                destination: v6(7),
+                kind: EntryKind::Static,
+                last_seen: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn configuration_is_checked() {
+    let bad = |config: FdbConfig| Fdb::new(config).unwrap_err();
+    let good = FdbConfig::default();
+    assert_eq!(
+        bad(FdbConfig {
+            capacity: 0,
+            ..good
+        }),
+        FdbError::SizeOutOfRange
+    );
+    assert_eq!(
+        bad(FdbConfig {
+            capacity: MAX_CAPACITY + 1,
+            ..good
+        }),
+        FdbError::SizeOutOfRange
+    );
+    assert_eq!(
+        bad(FdbConfig {
+            refresh_granularity: Duration::from_micros(999),
+            ..good
+        }),
+        FdbError::GranularityTooFine
+    );
+    assert_eq!(
+        bad(FdbConfig {
+            ageing: Duration::ZERO,
+            ..good
+        }),
+        FdbError::AgeingOutOfRange
+    );
+    assert_eq!(
+        bad(FdbConfig {
+            ageing: Duration::from_secs(1 << 31),
+            ..good
+        }),
+        FdbError::AgeingOutOfRange
+    );
+}
+
+#[test]
+fn ticks_divide_exactly() {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for nanos in [1_000_000u64, 1_000_000_000, 1 << 20, 3_333_333, 7, 2] {
+        let ticker = Ticker::new(nanos);
+        let nanos = nanos.max(2);
+        let edges = [0, 1, nanos - 1, nanos, nanos + 1, u64::MAX, u64::MAX - 1];
+        for n in edges.into_iter().chain((0..200).map(|_| next())) {
+            assert_eq!(
+                ticker.ticks(Instant::from_nanos(n)),
+                n / nanos,
+                "{n} / {nanos}"
+            );
+        }
+    }
+}
+
+#[test]
+fn keys_round_trip() {
+    for (v, m) in [
+        (0u32, [0u8; 6]),
+        (0xFF_FFFF, [0xff; 6]),
+        (0x12_3456, [1, 2, 3, 4, 5, 6]),
+    ] {
+        let key = Key::new(vni(v), EthernetAddress(m));
+        assert_eq!(key.vni(), vni(v));
+        assert_eq!(key.mac(), EthernetAddress(m));
+    }
+}
