@@ -102,6 +102,19 @@ drop_reasons! {
     /// The source MAC is multicast, broadcast or all zeros: never learned, the frame is
     /// dropped (as Linux' bridge does).
     FdbSourceMacInvalid = "fdb_source_mac_invalid",
+    // Switch.
+    /// The frame arrived on a port the switch has no configuration for.
+    PortUnknown = "port_unknown",
+    /// A trunk port's frame is untagged or carries a VLAN ID that the trunk does not map.
+    VlanUnmapped = "vlan_unmapped",
+    /// A decapsulated frame's VNI is not configured on this switch.
+    VniUnknown = "vni_unknown",
+    /// A frame from the underlay is for a MAC behind another VTEP: the switch never forwards
+    /// from one tunnel into another (split horizon).
+    SplitHorizon = "split_horizon",
+    /// The frame has nowhere to go: its destination is the port it came from, or its flood
+    /// list holds nothing but its ingress.
+    NoDestination = "no_destination",
 }
 
 impl DropReason {
