@@ -185,6 +185,69 @@ impl SwitchCounters {
     }
 }
 
+/// A map from few keys, looked up on every frame: a sorted vector searched by bisection,
+/// which for the tens of ports and VNIs of a node is a few compares in one or two cache
+/// lines (a `BTreeMap` costs a pointer chase per level).
+#[derive(Debug, Clone)]
+struct SortedMap<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K: Ord + Copy, V> SortedMap<K, V> {
+    fn from_unsorted(mut entries: Vec<(K, V)>) -> Self {
+        entries.sort_by_key(|entry| entry.0);
+        SortedMap { entries }
+    }
+
+    #[inline]
+    fn get(&self, key: &K) -> Option<&V> {
+        self.entries
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| v)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Encapsulation templates by (VNI, remote VTEP), direct-mapped: one hash, one compare.
+/// A collision rebuilds a template (a few hundred nanoseconds), which only a node talking to
+/// more (VNI, VTEP) pairs at once than it has slots ever sees often.
+#[derive(Debug)]
+struct TemplateCache {
+    slots: Vec<Option<((Vni, IpAddr), EncapTemplate)>>,
+}
+
+const TEMPLATE_CACHE_SLOTS: usize = 256;
+
+impl TemplateCache {
+    fn new() -> TemplateCache {
+        TemplateCache {
+            slots: (0..TEMPLATE_CACHE_SLOTS).map(|_| None).collect(),
+        }
+    }
+
+    #[inline]
+    fn slot(vni: Vni, vtep: IpAddr) -> usize {
+        let address = match vtep {
+            IpAddr::V4(ip) => u64::from(ip.to_bits()),
+            IpAddr::V6(ip) => {
+                let bits = ip.to_bits();
+                (bits as u64) ^ ((bits >> 64) as u64)
+            }
+        };
+        let key = address ^ (u64::from(vni.get()) << 40);
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % TEMPLATE_CACHE_SLOTS
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PortState {
     index: usize,
@@ -219,7 +282,7 @@ pub struct Worker {
     /// This worker's counters.
     pub counters: SwitchCounters,
     ident: IpIdent,
-    templates: BTreeMap<(Vni, IpAddr), EncapTemplate>,
+    templates: TemplateCache,
     metas: Vec<Meta>,
     flood: FloodList,
 }
@@ -244,8 +307,8 @@ enum Verdict {
 pub struct Switch {
     config: SwitchConfig,
     fdb: Fdb,
-    ports: BTreeMap<PortId, PortState>,
-    vnis: BTreeMap<Vni, VniState>,
+    ports: SortedMap<PortId, PortState>,
+    vnis: SortedMap<Vni, VniState>,
     neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
     decap: DecapConfig,
 }
@@ -324,8 +387,8 @@ impl Switch {
         Ok(Switch {
             config,
             fdb,
-            ports,
-            vnis,
+            ports: SortedMap::from_unsorted(ports.into_iter().collect()),
+            vnis: SortedMap::from_unsorted(vnis.into_iter().collect()),
             neighbors,
             decap,
         })
@@ -360,7 +423,7 @@ impl Switch {
                 ..SwitchCounters::default()
             },
             ident: IpIdent::new(0),
-            templates: BTreeMap::new(),
+            templates: TemplateCache::new(),
             metas: Vec::new(),
             flood: self.fdb.flood_buffer(),
         }
@@ -728,9 +791,15 @@ impl Switch {
         worker: &mut Worker,
         output: &mut Output,
     ) -> Result<(), DropReason> {
-        let template = match worker.templates.entry((meta.vni, vtep)) {
-            alloc::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            alloc::collections::btree_map::Entry::Vacant(entry) => {
+        let slot = TemplateCache::slot(meta.vni, vtep);
+        let cached = worker
+            .templates
+            .slots
+            .get_mut(slot)
+            .ok_or(DropReason::NoDestination)?;
+        let template = match cached {
+            Some((key, template)) if *key == (meta.vni, vtep) => template,
+            _ => {
                 let underlay = &self.config.underlay;
                 let next_hop = underlay
                     .next_hops
@@ -748,7 +817,7 @@ impl Switch {
                     meta.vni,
                 )
                 .map_err(|_| DropReason::NoDestination)?;
-                entry.insert(template)
+                &mut cached.insert(((meta.vni, vtep), template)).1
             }
         };
         let mut action = Action {
