@@ -58,6 +58,7 @@ fn switch(frame_len: usize) -> Switch {
             .map(|p| PortConfig {
                 id: PortId(p),
                 mode: PortMode::Access(vni()),
+                security: None,
             })
             .collect(),
         vnis: vec![VniSettings::new(vni(), (0..REMOTES).map(remote).collect())],

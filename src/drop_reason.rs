@@ -115,6 +115,11 @@ drop_reasons! {
     /// The frame has nowhere to go: its destination is the port it came from, or its flood
     /// list holds nothing but its ingress.
     NoDestination = "no_destination",
+    /// Port security: the source MAC is not one the port allows.
+    SpoofedSourceMac = "spoofed_source_mac",
+    /// Port security: the source IP address (IPv4, ARP sender or IPv6) is not one the port
+    /// allows, or the frame is too short to tell.
+    SpoofedSourceIp = "spoofed_source_ip",
 }
 
 impl DropReason {

@@ -9,7 +9,7 @@ use sim::cluster::{Cluster, Node};
 use sim::{pattern, step, tcp_transfer, Clock, Host, TcpFlow};
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
 use switchyard::fdb::FdbConfig;
-use switchyard::switch::{PortConfig, PortMode, Switch, SwitchConfig, UnderlayConfig, VniSettings};
+use switchyard::switch::{PortConfig, Switch, SwitchConfig, UnderlayConfig, VniSettings};
 use switchyard::tunnel::{DecapConfig, EncapConfig};
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
@@ -46,10 +46,7 @@ fn node(n: u8, count: u8, hosts: &[usize]) -> Node {
         },
         ports: ports
             .iter()
-            .map(|&(id, _)| PortConfig {
-                id,
-                mode: PortMode::Access(vni),
-            })
+            .map(|&(id, _)| PortConfig::access(id, vni))
             .collect(),
         vnis: vec![VniSettings::new(vni, others)],
         static_entries: Vec::new(),

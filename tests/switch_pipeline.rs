@@ -47,16 +47,19 @@ fn config() -> SwitchConfig {
             .map(|p| PortConfig {
                 id: PortId(p),
                 mode: PortMode::Access(vni(100)),
+                security: None,
             })
             .into_iter()
             .chain([
                 PortConfig {
                     id: PortId(4),
                     mode: PortMode::Access(vni(200)),
+                    security: None,
                 },
                 PortConfig {
                     id: PortId(9),
                     mode: PortMode::Trunk(vec![(10, vni(100)), (20, vni(200))]),
+                    security: None,
                 },
             ])
             .collect(),
@@ -469,4 +472,96 @@ proptest! {
             run(&switch, &mut worker, ingress, bytes);
         }
     }
+}
+
+#[test]
+fn port_security_drops_spoofed_sources() {
+    let mut config = config();
+    config.ports[0].security = Some(switchyard::switch::PortSecurity {
+        macs: vec![EthernetAddress(mac(1))],
+        ips: vec![IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1))],
+    });
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+    // frame() puts 198.19.0.<last MAC byte> as the IPv4 source.
+    assert_eq!(
+        run(
+            &switch,
+            &mut worker,
+            Ingress::Port(PortId(1)),
+            frame([0xff; 6], mac(1))
+        )
+        .len(),
+        6,
+        "the allowed MAC and IP pass"
+    );
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(7))
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::SpoofedSourceMac), 1);
+    let mut spoofed_ip = frame([0xff; 6], mac(1));
+    spoofed_ip[26..30].copy_from_slice(&[198, 19, 0, 66]);
+    assert!(run(&switch, &mut worker, Ingress::Port(PortId(1)), spoofed_ip).is_empty());
+    // ARP claiming another sender IP.
+    let mut arp = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_request(
+        EthernetAddress(mac(1)),
+        Ipv4Addr::new(198, 19, 0, 66),
+        Ipv4Addr::new(198, 19, 0, 99),
+        &mut arp,
+    )
+    .unwrap();
+    assert!(run(&switch, &mut worker, Ingress::Port(PortId(1)), arp.clone()).is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::SpoofedSourceIp), 2);
+    // An ARP probe (sender 0.0.0.0) is allowed.
+    arp[28..32].fill(0);
+    assert!(!run(&switch, &mut worker, Ingress::Port(PortId(1)), arp).is_empty());
+    // The spoofed source was never learned.
+    assert_eq!(switch.fdb().lookup(vni(100), EthernetAddress(mac(7))), None);
+    // Port 2 has no security.
+    assert!(!run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(7))
+    )
+    .is_empty());
+}
+
+#[test]
+fn learned_entries_age_only_from_their_own_traffic() {
+    let mut config = config();
+    config.vnis[0].ageing = std::time::Duration::from_secs(10);
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+    let mut output = Output::default();
+    let mut send = |port: u32, bytes: Vec<u8>, second: u64| {
+        let mut bytes = bytes;
+        let mut batch = [Received {
+            ingress: Ingress::Port(PortId(port)),
+            frame: &mut bytes,
+        }];
+        switch.process(
+            &mut worker,
+            &mut batch,
+            Instant::from_secs(second),
+            &mut output,
+        );
+    };
+    send(2, frame([0xff; 6], mac(2)), 0);
+    // Traffic towards mac(2) for 20 s does not keep it alive...
+    for second in 1..20 {
+        send(1, frame(mac(2), mac(1)), second);
+    }
+    switch.fdb().age(Instant::from_secs(20));
+    assert_eq!(switch.fdb().lookup(vni(100), EthernetAddress(mac(2))), None);
+    // ...while mac(1), which sent all along, stays.
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(1))),
+        Some(Destination::Port(PortId(1)))
+    );
 }

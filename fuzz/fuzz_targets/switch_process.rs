@@ -42,10 +42,12 @@ fn config() -> SwitchConfig {
             .map(|p| PortConfig {
                 id: PortId(p),
                 mode: PortMode::Access(if p <= 4 { v(100) } else { v(200) }),
+                security: None,
             })
             .chain([PortConfig {
                 id: PortId(9),
                 mode: PortMode::Trunk(vec![(10, v(100)), (20, v(200))]),
+                security: None,
             }])
             .collect(),
         vnis: vec![v100, v200],

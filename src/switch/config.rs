@@ -55,6 +55,46 @@ pub struct PortConfig {
     pub id: PortId,
     /// Access (one VNI, untagged) or trunk (VLAN tags mapped to VNIs).
     pub mode: PortMode,
+    /// Which source addresses the port may use; `None` lets everything through.
+    pub security: Option<PortSecurity>,
+}
+
+impl PortConfig {
+    /// An access port in `vni`, without port security.
+    pub fn access(id: PortId, vni: Vni) -> PortConfig {
+        PortConfig {
+            id,
+            mode: PortMode::Access(vni),
+            security: None,
+        }
+    }
+
+    /// A trunk port with the VLAN -> VNI map `vlans`, without port security.
+    pub fn trunk(id: PortId, vlans: Vec<(u16, Vni)>) -> PortConfig {
+        PortConfig {
+            id,
+            mode: PortMode::Trunk(vlans),
+            security: None,
+        }
+    }
+}
+
+/// Port security: the source addresses a port's host may use (what OpenStack's and
+/// Kubernetes CNIs' anti-spoofing rules enforce). A frame with another source is dropped and
+/// counted ([`DropReason::SpoofedSourceMac`], [`DropReason::SpoofedSourceIp`]).
+///
+/// Always allowed, whatever `ips` says: the unspecified source of DHCP discovery, ARP probes
+/// (RFC 5227) and IPv6 duplicate address detection, and IPv6 link-local sources (fe80::/10),
+/// which a host derives by itself before anything is configured.
+///
+/// [`DropReason::SpoofedSourceMac`]: crate::DropReason::SpoofedSourceMac
+/// [`DropReason::SpoofedSourceIp`]: crate::DropReason::SpoofedSourceIp
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortSecurity {
+    /// Source MACs allowed; empty allows any.
+    pub macs: Vec<EthernetAddress>,
+    /// Source IP addresses allowed (in IPv4, ARP and IPv6 headers); empty allows any.
+    pub ips: Vec<IpAddr>,
 }
 
 /// How a port's frames map to VNIs.

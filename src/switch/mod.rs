@@ -39,8 +39,8 @@ pub mod resolver;
 
 #[cfg(feature = "alloc")]
 pub use config::{
-    ConfigError, Neighbor, PortConfig, PortMode, StaticEntry, SwitchConfig, UnderlayConfig,
-    VniSettings,
+    ConfigError, Neighbor, PortConfig, PortMode, PortSecurity, StaticEntry, SwitchConfig,
+    UnderlayConfig, VniSettings,
 };
 #[cfg(feature = "alloc")]
 pub use pipeline::{

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 use core::ops::Range;
 
-use super::config::{underlay_towards, ConfigError, PortMode, SwitchConfig};
+use super::config::{underlay_towards, ConfigError, PortMode, PortSecurity, SwitchConfig};
 use super::neighbor::{
     parse_arp_request, parse_neighbor_solicitation, write_arp_reply, write_neighbor_advertisement,
     ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
@@ -252,6 +252,7 @@ impl TemplateCache {
 struct PortState {
     index: usize,
     mode: PortMode,
+    security: Option<PortSecurity>,
 }
 
 impl PortState {
@@ -328,6 +329,7 @@ impl Switch {
                 PortState {
                     index,
                     mode: port.mode.clone(),
+                    security: port.security.clone(),
                 },
             );
         }
@@ -569,6 +571,11 @@ impl Switch {
                 };
                 if !settings.carry_inner_vlan && is_tagged(&frame[inner.clone()]) {
                     return dropped(DropReason::InnerVlanTagged);
+                }
+                if let Some(security) = &state.security {
+                    if let Err(reason) = check_source(security, &frame[inner.clone()]) {
+                        return dropped(reason);
+                    }
                 }
                 Meta {
                     vni,
@@ -852,6 +859,53 @@ impl Switch {
             }
             Err(reason) => Err(reason),
         }
+    }
+}
+
+/// Port security: the frame's source MAC and source IP address against what the port allows.
+fn check_source(security: &PortSecurity, frame: &[u8]) -> Result<(), DropReason> {
+    let src_mac = frame.get(6..12).ok_or(DropReason::InnerTruncated)?;
+    if !security.macs.is_empty() && !security.macs.iter().any(|m| m.0 == *src_mac) {
+        return Err(DropReason::SpoofedSourceMac);
+    }
+    if security.ips.is_empty() {
+        return Ok(());
+    }
+    let l3 = if is_tagged(frame) { 18 } else { 14 };
+    let ethertype = frame
+        .get(l3 - 2..l3)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(DropReason::SpoofedSourceIp)?;
+    let source = |at: core::ops::Range<usize>| frame.get(l3 + at.start..l3 + at.end);
+    let src = match ethertype {
+        ethertype::IPV4 | ethertype::ARP => {
+            // IPv4 source at 12..16; ARP sender protocol address at 14..18.
+            let at = if ethertype == ethertype::IPV4 {
+                12..16
+            } else {
+                14..18
+            };
+            let bytes: [u8; 4] = source(at)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DropReason::SpoofedSourceIp)?;
+            IpAddr::from(bytes)
+        }
+        ethertype::IPV6 => {
+            let bytes: [u8; 16] = source(8..24)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DropReason::SpoofedSourceIp)?;
+            IpAddr::from(bytes)
+        }
+        _ => return Ok(()), // Not IP: only the MAC is checked.
+    };
+    let always = match src {
+        IpAddr::V4(ip) => ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.is_unicast_link_local(),
+    };
+    if always || security.ips.contains(&src) {
+        Ok(())
+    } else {
+        Err(DropReason::SpoofedSourceIp)
     }
 }
 
