@@ -565,3 +565,96 @@ fn learned_entries_age_only_from_their_own_traffic() {
         Some(Destination::Port(PortId(1)))
     );
 }
+
+#[test]
+fn reconfiguration_applies_to_the_next_batch_and_refusals_change_nothing() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    // Learn a MAC on port 2, then take port 2 out of the configuration and VTEP D out of
+    // VNI 100's flood list.
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(2)),
+    );
+    let mut changed = config();
+    changed.ports.retain(|p| p.id != PortId(2));
+    changed.vnis[0].remote_vteps.retain(|&ip| ip != REMOTE_D);
+    switch.reconfigure(changed.clone()).unwrap();
+    assert_eq!(switch.generation(), 1);
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(2))),
+        None,
+        "flushed"
+    );
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(1)),
+    );
+    let mut egresses: Vec<String> = out
+        .iter()
+        .map(|(e, f)| match e {
+            Egress::Port(p) => format!("port {}", p.0),
+            Egress::Underlay => format!("vtep {}", outer_dst(f)),
+        })
+        .collect();
+    egresses.sort();
+    assert_eq!(
+        egresses,
+        ["port 3", "port 9", "vtep 198.18.0.2", "vtep 198.18.0.3"]
+    );
+    // Frames from the removed port are now dropped.
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(2))
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::PortUnknown), 1);
+    // The per-port counters followed the ports: port 2 is gone, port 1 kept its counts.
+    assert!(worker.counters.ports.iter().all(|(p, _)| *p != PortId(2)));
+    let port1 = worker
+        .counters
+        .ports
+        .iter()
+        .find(|(p, _)| *p == PortId(1))
+        .unwrap()
+        .1;
+    assert_eq!(port1.received, 1);
+
+    // An invalid change is refused, naming the fault, and nothing changes.
+    let mut invalid = changed.clone();
+    invalid.ports.push(PortConfig::access(PortId(1), vni(100)));
+    assert_eq!(
+        switch.reconfigure(invalid),
+        Err(switchyard::switch::ConfigError::DuplicatePort(PortId(1)))
+    );
+    assert_eq!(switch.generation(), 1);
+    assert_eq!(switch.config(), changed);
+    let mut resized = changed.clone();
+    resized.fdb.capacity *= 2;
+    assert_eq!(
+        switch.reconfigure(resized),
+        Err(switchyard::switch::ConfigError::FdbBoundsFixed)
+    );
+    // A static entry added at run time takes effect.
+    let mut with_static = changed;
+    with_static.static_entries.push(StaticEntry {
+        vni: vni(100),
+        mac: EthernetAddress(mac(0x77)),
+        destination: Destination::Vtep(REMOTE_C),
+    });
+    switch.reconfigure(with_static).unwrap();
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x77), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(outer_dst(&out[0].1), REMOTE_C);
+}

@@ -218,6 +218,9 @@ pub enum ConfigError {
     Decap(tunnel::ConfigError),
     /// The forwarding table refused its configuration.
     Fdb(FdbError),
+    /// A reconfiguration changes the forwarding table's bounds, which are fixed when the
+    /// switch is made.
+    FdbBoundsFixed,
 }
 
 impl fmt::Display for ConfigError {
@@ -250,6 +253,9 @@ impl fmt::Display for ConfigError {
             Self::Encap(error) => write!(f, "underlay encapsulation: {error}"),
             Self::Decap(error) => write!(f, "underlay decapsulation: {error}"),
             Self::Fdb(error) => write!(f, "forwarding table: {error}"),
+            Self::FdbBoundsFixed => f.write_str(
+                "the forwarding table's bounds (fdb) cannot change while the switch runs",
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The batch pipeline; documented in the parent module.
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 use core::ops::Range;
@@ -11,6 +12,7 @@ use super::neighbor::{
     ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
 };
 use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
+use crate::sync::{AtomicU32, Ordering};
 use crate::time::Instant;
 use crate::tunnel::{
     decap, DecapConfig, EncapTemplate, IpIdent, OUTER_HEADER_LEN_IPV6, TOO_BIG_REPLY_MAX_LEN,
@@ -148,10 +150,10 @@ pub struct SwitchCounters {
     pub generated: u64,
     /// Source MACs not learned, by reason (the frames were still forwarded).
     pub learn_refused: DropCounters,
-    /// Per port, in port-number order ([`Switch::ports`]).
-    pub ports: Vec<TrafficCounters>,
-    /// Per VNI, in VNI order ([`Switch::vnis`]).
-    pub vnis: Vec<TrafficCounters>,
+    /// Per port, in port-number order.
+    pub ports: Vec<(PortId, TrafficCounters)>,
+    /// Per VNI, in VNI order.
+    pub vnis: Vec<(Vni, TrafficCounters)>,
     /// Frames from the underlay.
     pub underlay: TrafficCounters,
 }
@@ -166,19 +168,8 @@ impl SwitchCounters {
         self.sent += other.sent;
         self.generated += other.generated;
         self.learn_refused.merge(&other.learn_refused);
-        for (list, others) in [
-            (&mut self.ports, &other.ports),
-            (&mut self.vnis, &other.vnis),
-        ] {
-            if list.len() < others.len() {
-                list.resize(others.len(), TrafficCounters::default());
-            }
-            for (mine, theirs) in list.iter_mut().zip(others) {
-                mine.received += theirs.received;
-                mine.sent += theirs.sent;
-                mine.dropped += theirs.dropped;
-            }
-        }
+        merge_keyed(&mut self.ports, &other.ports);
+        merge_keyed(&mut self.vnis, &other.vnis);
         self.underlay.received += other.underlay.received;
         self.underlay.sent += other.underlay.sent;
         self.underlay.dropped += other.underlay.dropped;
@@ -188,6 +179,40 @@ impl SwitchCounters {
 /// A map from few keys, looked up on every frame: a sorted vector searched by bisection,
 /// which for the tens of ports and VNIs of a node is a few compares in one or two cache
 /// lines (a `BTreeMap` costs a pointer chase per level).
+/// Counters for `keys`, in their order, keeping the counts of keys that were in `old`.
+fn carried<'a, K: Ord + Copy + 'a>(
+    old: &[(K, TrafficCounters)],
+    keys: impl Iterator<Item = &'a K>,
+) -> Vec<(K, TrafficCounters)> {
+    keys.map(|&key| {
+        let counts = old
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(TrafficCounters::default, |&(_, counts)| counts);
+        (key, counts)
+    })
+    .collect()
+}
+
+/// Adds `other`'s per-key counts to `list`'s, keeping `list` sorted by key.
+fn merge_keyed<K: Ord + Copy>(
+    list: &mut Vec<(K, TrafficCounters)>,
+    other: &[(K, TrafficCounters)],
+) {
+    for &(key, theirs) in other {
+        match list.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => {
+                if let Some((_, mine)) = list.get_mut(i) {
+                    mine.received += theirs.received;
+                    mine.sent += theirs.sent;
+                    mine.dropped += theirs.dropped;
+                }
+            }
+            Err(i) => list.insert(i, (key, theirs)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SortedMap<K, V> {
     entries: Vec<(K, V)>,
@@ -210,10 +235,6 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
 
     fn keys(&self) -> impl Iterator<Item = &K> {
         self.entries.iter().map(|(k, _)| k)
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 
@@ -282,6 +303,9 @@ struct VniState {
 pub struct Worker {
     /// This worker's counters.
     pub counters: SwitchCounters,
+    /// The configuration this worker runs, and its generation.
+    state: Arc<State>,
+    generation: u32,
     ident: IpIdent,
     templates: TemplateCache,
     metas: Vec<Meta>,
@@ -303,15 +327,34 @@ enum Verdict {
     Consumed,
 }
 
-/// The switch: configuration, forwarding table and the pipeline; shared by the workers.
+/// What the data path reads of the configuration. Immutable: a change builds a new one and
+/// swaps it in whole ([`Switch::reconfigure`]).
 #[derive(Debug)]
-pub struct Switch {
+struct State {
     config: SwitchConfig,
-    fdb: Fdb,
     ports: SortedMap<PortId, PortState>,
     vnis: SortedMap<Vni, VniState>,
     neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
     decap: DecapConfig,
+}
+
+/// The switch: configuration, forwarding table and the pipeline; shared by the workers
+/// (`Arc<Switch>`), changed at run time with [`Switch::reconfigure`].
+///
+/// **Reconfiguration without stopping traffic.** The configuration the data path reads is an
+/// immutable `State` behind an `Arc`. A change validates the new configuration, applies its
+/// difference to the forwarding table (entries never disappear for VNIs and ports that stay),
+/// then swaps the `Arc` and bumps a generation number. Each worker compares the generation
+/// once per batch (one load) and takes the new `Arc` when it changed: a batch always runs on
+/// one whole configuration, old or new, and a worker never waits for a change to finish (the
+/// lock around the `Arc` is held for the swap of one pointer).
+#[derive(Debug)]
+pub struct Switch {
+    fdb: Fdb,
+    current: spin::Mutex<Arc<State>>,
+    generation: AtomicU32,
+    /// Serialises reconfigurations (not the data path).
+    reconfiguring: spin::Mutex<()>,
 }
 
 impl Switch {
@@ -319,81 +362,106 @@ impl Switch {
     pub fn new(config: SwitchConfig) -> Result<Switch, ConfigError> {
         config.validate()?;
         let fdb = Fdb::new(config.fdb).map_err(ConfigError::Fdb)?;
-        let mut ports = BTreeMap::new();
-        let mut ids: Vec<PortId> = config.ports.iter().map(|p| p.id).collect();
-        ids.sort();
-        for port in &config.ports {
-            let index = ids.binary_search(&port.id).unwrap_or(0);
-            ports.insert(
-                port.id,
-                PortState {
-                    index,
-                    mode: port.mode.clone(),
-                    security: port.security.clone(),
-                },
-            );
+        let state = State::build(config);
+        let switch = Switch {
+            fdb,
+            current: spin::Mutex::new(Arc::new(State::build(SwitchConfig {
+                ports: Vec::new(),
+                vnis: Vec::new(),
+                static_entries: Vec::new(),
+                neighbors: Vec::new(),
+                ..state.config.clone()
+            }))),
+            generation: AtomicU32::new(0),
+            reconfiguring: spin::Mutex::new(()),
+        };
+        switch
+            .apply_to_fdb(None, &state)
+            .map_err(ConfigError::Fdb)?;
+        *switch.current.lock() = Arc::new(state);
+        Ok(switch)
+    }
+
+    /// Replaces the running configuration with `config`, without stopping traffic (see the
+    /// type's documentation). An invalid configuration, or one the forwarding table cannot
+    /// hold, is refused with the running state untouched. The forwarding table's own bounds
+    /// (`config.fdb`) are fixed at [`Switch::new`].
+    ///
+    /// What changes: learned entries of removed VNIs and ports are flushed; static entries
+    /// follow the new list; flood lists, VNI settings, neighbours, port modes and security,
+    /// and the underlay options apply from the next batch of each worker.
+    pub fn reconfigure(&self, config: SwitchConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let _one_at_a_time = self.reconfiguring.lock();
+        let old = Arc::clone(&self.current.lock());
+        if config.fdb != old.config.fdb {
+            return Err(ConfigError::FdbBoundsFixed);
         }
-        let mut vni_ids: Vec<Vni> = config.vnis.iter().map(|v| v.vni).collect();
-        vni_ids.sort();
-        let mut vnis = BTreeMap::new();
-        for settings in &config.vnis {
-            vnis.insert(
-                settings.vni,
-                VniState {
-                    index: vni_ids.binary_search(&settings.vni).unwrap_or(0),
-                    suppress: settings.suppress_arp_nd,
-                    carry_inner_vlan: settings.carry_inner_vlan,
-                },
-            );
-            fdb.configure_vni(
+        let new = State::build(config);
+        if let Err(error) = self.apply_to_fdb(Some(&old), &new) {
+            // Put the table back as the running configuration has it.
+            let _ = self.apply_to_fdb(Some(&new), &old);
+            return Err(ConfigError::Fdb(error));
+        }
+        *self.current.lock() = Arc::new(new);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the forwarding table match `new`: flood lists, VNI settings and static entries,
+    /// and flushes what `old` had that `new` has not.
+    fn apply_to_fdb(&self, old: Option<&State>, new: &State) -> Result<(), crate::fdb::FdbError> {
+        if let Some(old) = old {
+            for &vni in old.vnis.keys() {
+                if new.vnis.get(&vni).is_none() {
+                    self.fdb.flush_vni(vni);
+                    self.fdb.set_flood_list(vni, &[])?;
+                }
+            }
+            for &port in old.ports.keys() {
+                if new.ports.get(&port).is_none() {
+                    self.fdb.flush_port(port);
+                }
+            }
+            for entry in &old.config.static_entries {
+                let kept = new
+                    .config
+                    .static_entries
+                    .iter()
+                    .any(|e| e.vni == entry.vni && e.mac == entry.mac);
+                if !kept {
+                    self.fdb.remove(entry.vni, entry.mac);
+                }
+            }
+        }
+        for settings in &new.config.vnis {
+            self.fdb.configure_vni(
                 settings.vni,
                 VniConfig {
                     ageing: settings.ageing,
-                    max_entries: config.fdb.max_entries_per_vni,
+                    max_entries: new.config.fdb.max_entries_per_vni,
                     learning: settings.learning,
                 },
-            )
-            .map_err(ConfigError::Fdb)?;
-            let mut members: Vec<Destination> = ids
-                .iter()
-                .filter(|id| {
-                    ports
-                        .get(id)
-                        .is_some_and(|p: &PortState| p.tag_for(settings.vni).is_some())
-                })
-                .map(|&id| Destination::Port(id))
-                .collect();
-            members.extend(
-                settings
-                    .remote_vteps
-                    .iter()
-                    .map(|&ip| Destination::Vtep(ip)),
-            );
-            fdb.set_flood_list(settings.vni, &members)
-                .map_err(ConfigError::Fdb)?;
+            )?;
+            self.fdb
+                .set_flood_list(settings.vni, &new.flood_members(settings.vni))?;
         }
-        for entry in &config.static_entries {
-            fdb.insert_static(entry.vni, entry.mac, entry.destination)
-                .map_err(ConfigError::Fdb)?;
+        for entry in &new.config.static_entries {
+            self.fdb
+                .insert_static(entry.vni, entry.mac, entry.destination)?;
         }
-        let neighbors = config
-            .neighbors
-            .iter()
-            .map(|n| ((n.vni, n.ip), n.mac))
-            .collect();
-        let decap = DecapConfig {
-            // Per VNI, checked after decapsulation.
-            carry_inner_vlan: true,
-            ..config.underlay.decap
-        };
-        Ok(Switch {
-            config,
-            fdb,
-            ports: SortedMap::from_unsorted(ports.into_iter().collect()),
-            vnis: SortedMap::from_unsorted(vnis.into_iter().collect()),
-            neighbors,
-            decap,
-        })
+        Ok(())
+    }
+
+    /// The configuration running now.
+    pub fn config(&self) -> SwitchConfig {
+        self.current.lock().config.clone()
+    }
+
+    /// The generation of the running configuration: 0 at [`Switch::new`], one more after
+    /// each accepted [`Switch::reconfigure`].
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The forwarding table.
@@ -401,34 +469,47 @@ impl Switch {
         &self.fdb
     }
 
-    /// The configuration running.
-    pub fn config(&self) -> &SwitchConfig {
-        &self.config
-    }
-
-    /// The port numbers, in the order of [`SwitchCounters::ports`].
-    pub fn ports(&self) -> Vec<PortId> {
-        self.ports.keys().copied().collect()
-    }
-
-    /// The VNIs, in the order of [`SwitchCounters::vnis`].
-    pub fn vnis(&self) -> Vec<Vni> {
-        self.vnis.keys().copied().collect()
-    }
-
     /// A worker for one thread.
     pub fn worker(&self) -> Worker {
+        let generation = self.generation.load(Ordering::Acquire);
+        let state = Arc::clone(&self.current.lock());
         Worker {
             counters: SwitchCounters {
-                ports: alloc::vec![TrafficCounters::default(); self.ports.len()],
-                vnis: alloc::vec![TrafficCounters::default(); self.vnis.len()],
+                ports: state
+                    .ports
+                    .keys()
+                    .map(|&p| (p, TrafficCounters::default()))
+                    .collect(),
+                vnis: state
+                    .vnis
+                    .keys()
+                    .map(|&v| (v, TrafficCounters::default()))
+                    .collect(),
                 ..SwitchCounters::default()
             },
+            state,
+            generation,
             ident: IpIdent::new(0),
             templates: TemplateCache::new(),
             metas: Vec::new(),
             flood: self.fdb.flood_buffer(),
         }
+    }
+
+    /// Brings `worker` to the running configuration if it changed since its last batch.
+    #[inline]
+    fn refresh(&self, worker: &mut Worker) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == worker.generation {
+            return;
+        }
+        let state = Arc::clone(&self.current.lock());
+        // Counters follow their port or VNI into the new order.
+        worker.counters.ports = carried(&worker.counters.ports, state.ports.keys());
+        worker.counters.vnis = carried(&worker.counters.vnis, state.vnis.keys());
+        worker.templates = TemplateCache::new();
+        worker.state = state;
+        worker.generation = generation;
     }
 
     /// Processes a batch: see the [module documentation](crate::switch). `output` is
@@ -442,13 +523,23 @@ impl Switch {
     ) {
         output.actions.clear();
         output.generated.clear();
-        let mut metas = core::mem::take(&mut worker.metas);
+        self.refresh(worker);
+        let Worker {
+            counters,
+            state,
+            ident,
+            templates,
+            metas,
+            flood,
+            ..
+        } = worker;
+        let state: &State = state;
         metas.clear();
-        worker.counters.received += batch.len() as u64;
+        counters.received += batch.len() as u64;
 
         // Stage 1: classify.
         for received in batch.iter_mut() {
-            metas.push(self.classify(received));
+            metas.push(state.classify(received));
         }
         // Stage 2: learn the sources.
         for (received, meta) in batch.iter().zip(metas.iter_mut()) {
@@ -465,73 +556,304 @@ impl Switch {
             let src = EthernetAddress::from_bytes(src);
             match self.fdb.learn(meta.vni, src, meta.from, now) {
                 Learn::Dropped(reason) => meta.verdict = Verdict::Dropped(reason),
-                Learn::Refused(reason) => worker.counters.learn_refused.record(reason),
+                Learn::Refused(reason) => counters.learn_refused.record(reason),
                 _ => {}
             }
         }
         // Stage 3: answer ARP / ND for known neighbours.
         for (received, meta) in batch.iter().zip(metas.iter_mut()) {
             if meta.verdict == Verdict::Pending {
-                self.answer(received, meta, output);
+                state.answer(received, meta, output);
             }
         }
         // Stage 4: forward.
+        let mut forwarding = Forwarding {
+            state,
+            templates,
+            ident,
+            flood,
+            output,
+        };
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
             if meta.verdict == Verdict::Pending {
-                self.forward(index, received, meta, worker, output);
+                self.forward(index, received, meta, &mut forwarding);
             }
         }
         // Counters.
-        for (received, meta) in batch.iter().zip(&metas) {
+        for (received, meta) in batch.iter().zip(metas.iter()) {
             let dropped = match meta.verdict {
                 Verdict::Dropped(reason) => {
-                    worker.counters.dropped.record(reason);
+                    counters.dropped.record(reason);
                     true
                 }
                 Verdict::Consumed => {
-                    worker.counters.consumed += 1;
+                    counters.consumed += 1;
                     false
                 }
                 Verdict::Pending => {
-                    worker.counters.forwarded += 1;
+                    counters.forwarded += 1;
                     false
                 }
             };
             let traffic = match received.ingress {
-                Ingress::Port(port) => self
+                Ingress::Port(port) => state
                     .ports
                     .get(&port)
-                    .and_then(|p| worker.counters.ports.get_mut(p.index)),
-                Ingress::Underlay => Some(&mut worker.counters.underlay),
+                    .and_then(|p| counters.ports.get_mut(p.index))
+                    .map(|(_, t)| t),
+                Ingress::Underlay => Some(&mut counters.underlay),
             };
             if let Some(traffic) = traffic {
                 traffic.received += 1;
                 traffic.dropped += u64::from(dropped);
             }
-            if let Some(vni) = self.vnis.get(&meta.vni) {
-                if let Some(traffic) = worker.counters.vnis.get_mut(vni.index) {
+            if let Some(vni) = state.vnis.get(&meta.vni) {
+                if let Some((_, traffic)) = counters.vnis.get_mut(vni.index) {
                     traffic.received += 1;
                     traffic.dropped += u64::from(dropped);
                 }
             }
         }
-        worker.counters.sent += output.actions.len() as u64;
+        counters.sent += output.actions.len() as u64;
         for action in &output.actions {
             if matches!(action.payload, Payload::Generated(_)) {
-                worker.counters.generated += 1;
+                counters.generated += 1;
             }
             let traffic = match action.egress {
-                Egress::Port(port) => self
+                Egress::Port(port) => state
                     .ports
                     .get(&port)
-                    .and_then(|p| worker.counters.ports.get_mut(p.index)),
-                Egress::Underlay => Some(&mut worker.counters.underlay),
+                    .and_then(|p| counters.ports.get_mut(p.index))
+                    .map(|(_, t)| t),
+                Egress::Underlay => Some(&mut counters.underlay),
             };
             if let Some(traffic) = traffic {
                 traffic.sent += 1;
             }
         }
-        worker.metas = metas;
+    }
+    fn forward(
+        &self,
+        index: usize,
+        received: &Received<'_>,
+        meta: &mut Meta,
+        fwd: &mut Forwarding<'_>,
+    ) {
+        let frame = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
+        let ingress_port = match meta.from {
+            Destination::Port(port) => Some(port),
+            Destination::Vtep(_) => None,
+        };
+        let Some(dst) = frame.get(..6) else {
+            meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
+            return;
+        };
+        let dst = EthernetAddress::from_bytes(dst);
+        let mut sent = 0usize;
+        let mut last_error = DropReason::NoDestination;
+        let known = if dst.is_unicast() {
+            self.fdb.lookup(meta.vni, dst)
+        } else {
+            None
+        };
+        match known {
+            Some(Destination::Port(port)) => {
+                if Some(port) != ingress_port {
+                    sent += usize::from(fwd.state.to_port(index, port, frame, meta, fwd.output));
+                }
+            }
+            Some(Destination::Vtep(vtep)) => {
+                if ingress_port.is_none() {
+                    meta.verdict = Verdict::Dropped(DropReason::SplitHorizon);
+                    return;
+                }
+                match self.to_vtep(index, vtep, frame, meta, fwd) {
+                    Ok(()) => sent += 1,
+                    Err(reason) => last_error = reason,
+                }
+            }
+            None => {
+                self.fdb.flood_list(meta.vni, fwd.flood);
+                let flood = core::mem::take(fwd.flood);
+                for member in flood.iter() {
+                    match *member {
+                        Destination::Port(port) if Some(port) != ingress_port => {
+                            sent += usize::from(
+                                fwd.state.to_port(index, port, frame, meta, fwd.output),
+                            );
+                        }
+                        // Split horizon: from the underlay, flood to local ports only.
+                        Destination::Vtep(vtep) if ingress_port.is_some() => {
+                            match self.to_vtep(index, vtep, frame, meta, fwd) {
+                                Ok(()) => sent += 1,
+                                Err(reason) => last_error = reason,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                *fwd.flood = flood;
+            }
+        }
+        if sent == 0 {
+            meta.verdict = Verdict::Dropped(last_error);
+        }
+    }
+
+    fn to_vtep(
+        &self,
+        index: usize,
+        vtep: IpAddr,
+        frame: &[u8],
+        meta: &Meta,
+        fwd: &mut Forwarding<'_>,
+    ) -> Result<(), DropReason> {
+        let state = fwd.state;
+        let slot = TemplateCache::slot(meta.vni, vtep);
+        let cached = fwd
+            .templates
+            .slots
+            .get_mut(slot)
+            .ok_or(DropReason::NoDestination)?;
+        let template = match cached {
+            Some((key, template)) if *key == (meta.vni, vtep) => template,
+            _ => {
+                let underlay = &state.config.underlay;
+                let next_hop = underlay
+                    .next_hops
+                    .iter()
+                    .find(|(ip, _)| *ip == vtep)
+                    .map_or(underlay.default_next_hop_mac, |&(_, mac)| mac);
+                let carry = state
+                    .vnis
+                    .get(&meta.vni)
+                    .is_some_and(|v| v.carry_inner_vlan);
+                let encap = crate::tunnel::EncapConfig {
+                    carry_inner_vlan: carry,
+                    ..underlay.encap
+                };
+                let template = EncapTemplate::new(
+                    &encap,
+                    &underlay_towards(underlay, vtep, next_hop),
+                    meta.vni,
+                )
+                .map_err(|_| DropReason::NoDestination)?;
+                &mut cached.insert(((meta.vni, vtep), template)).1
+            }
+        };
+        let mut action = Action {
+            egress: Egress::Underlay,
+            header: [0; MAX_ACTION_HEADER],
+            header_len: 0,
+            payload: Payload::Received {
+                index,
+                range: meta.inner.clone(),
+            },
+        };
+        match template.encap_header(frame, &mut action.header, fwd.ident) {
+            Ok(len) => {
+                action.header_len = len as u8;
+                fwd.output.actions.push(action);
+                Ok(())
+            }
+            Err(DropReason::MtuExceeded) => {
+                // Tell the sender on its port, when it is one of ours.
+                if let Destination::Port(port) = meta.from {
+                    let output = &mut *fwd.output;
+                    let start = output.generated.len();
+                    output.generated.resize(start + TOO_BIG_REPLY_MAX_LEN, 0);
+                    match template.too_big_reply(frame, &mut output.generated[start..]) {
+                        Some(len) => {
+                            output.generated.truncate(start + len);
+                            state.to_port_generated(port, meta.vni, start..start + len, output);
+                        }
+                        None => output.generated.truncate(start),
+                    }
+                }
+                Err(DropReason::MtuExceeded)
+            }
+            Err(reason) => Err(reason),
+        }
+    }
+}
+
+/// The stage state a forwarding decision needs besides the table: the configuration, this
+/// worker's templates, IP identification and flood-list buffer, and the output.
+struct Forwarding<'a> {
+    state: &'a State,
+    templates: &'a mut TemplateCache,
+    ident: &'a mut IpIdent,
+    flood: &'a mut FloodList,
+    output: &'a mut Output,
+}
+
+impl State {
+    fn build(config: SwitchConfig) -> State {
+        let mut ids: Vec<PortId> = config.ports.iter().map(|p| p.id).collect();
+        ids.sort();
+        let ports = config
+            .ports
+            .iter()
+            .map(|port| {
+                let state = PortState {
+                    index: ids.binary_search(&port.id).unwrap_or(0),
+                    mode: port.mode.clone(),
+                    security: port.security.clone(),
+                };
+                (port.id, state)
+            })
+            .collect();
+        let mut vni_ids: Vec<Vni> = config.vnis.iter().map(|v| v.vni).collect();
+        vni_ids.sort();
+        let vnis = config
+            .vnis
+            .iter()
+            .map(|settings| {
+                let state = VniState {
+                    index: vni_ids.binary_search(&settings.vni).unwrap_or(0),
+                    suppress: settings.suppress_arp_nd,
+                    carry_inner_vlan: settings.carry_inner_vlan,
+                };
+                (settings.vni, state)
+            })
+            .collect();
+        let neighbors = config
+            .neighbors
+            .iter()
+            .map(|n| ((n.vni, n.ip), n.mac))
+            .collect();
+        let decap = DecapConfig {
+            // Per VNI, checked after decapsulation.
+            carry_inner_vlan: true,
+            ..config.underlay.decap
+        };
+        State {
+            ports: SortedMap::from_unsorted(ports),
+            vnis: SortedMap::from_unsorted(vnis),
+            neighbors,
+            decap,
+            config,
+        }
+    }
+
+    /// The flood list of `vni`: its local ports in port order, then its remote VTEPs.
+    fn flood_members(&self, vni: Vni) -> Vec<Destination> {
+        let mut members: Vec<Destination> = self
+            .ports
+            .entries
+            .iter()
+            .filter(|(_, port)| port.tag_for(vni).is_some())
+            .map(|&(id, _)| Destination::Port(id))
+            .collect();
+        if let Some(settings) = self.config.vnis.iter().find(|v| v.vni == vni) {
+            members.extend(
+                settings
+                    .remote_vteps
+                    .iter()
+                    .map(|&ip| Destination::Vtep(ip)),
+            );
+        }
+        members
     }
 
     fn classify(&self, received: &mut Received<'_>) -> Meta {
@@ -659,73 +981,6 @@ impl Switch {
         meta.verdict = Verdict::Consumed;
     }
 
-    fn forward(
-        &self,
-        index: usize,
-        received: &Received<'_>,
-        meta: &mut Meta,
-        worker: &mut Worker,
-        output: &mut Output,
-    ) {
-        let frame = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
-        let ingress_port = match meta.from {
-            Destination::Port(port) => Some(port),
-            Destination::Vtep(_) => None,
-        };
-        let Some(dst) = frame.get(..6) else {
-            meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
-            return;
-        };
-        let dst = EthernetAddress::from_bytes(dst);
-        let mut sent = 0usize;
-        let mut last_error = DropReason::NoDestination;
-        let known = if dst.is_unicast() {
-            self.fdb.lookup(meta.vni, dst)
-        } else {
-            None
-        };
-        match known {
-            Some(Destination::Port(port)) => {
-                if Some(port) != ingress_port {
-                    sent += usize::from(self.to_port(index, port, frame, meta, output));
-                }
-            }
-            Some(Destination::Vtep(vtep)) => {
-                if ingress_port.is_none() {
-                    meta.verdict = Verdict::Dropped(DropReason::SplitHorizon);
-                    return;
-                }
-                match self.to_vtep(index, vtep, frame, meta, worker, output) {
-                    Ok(()) => sent += 1,
-                    Err(reason) => last_error = reason,
-                }
-            }
-            None => {
-                self.fdb.flood_list(meta.vni, &mut worker.flood);
-                let flood = core::mem::take(&mut worker.flood);
-                for member in flood.iter() {
-                    match *member {
-                        Destination::Port(port) if Some(port) != ingress_port => {
-                            sent += usize::from(self.to_port(index, port, frame, meta, output));
-                        }
-                        // Split horizon: from the underlay, flood to local ports only.
-                        Destination::Vtep(vtep) if ingress_port.is_some() => {
-                            match self.to_vtep(index, vtep, frame, meta, worker, output) {
-                                Ok(()) => sent += 1,
-                                Err(reason) => last_error = reason,
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                worker.flood = flood;
-            }
-        }
-        if sent == 0 {
-            meta.verdict = Verdict::Dropped(last_error);
-        }
-    }
-
     /// Sends the frame to a local port (tagged for a trunk). False if the port is no longer
     /// in the VNI (it left since the entry was learned).
     fn to_port(
@@ -787,78 +1042,6 @@ impl Switch {
             action.payload = Payload::Generated(range.start + 12..range.end);
         }
         output.actions.push(action);
-    }
-
-    fn to_vtep(
-        &self,
-        index: usize,
-        vtep: IpAddr,
-        frame: &[u8],
-        meta: &Meta,
-        worker: &mut Worker,
-        output: &mut Output,
-    ) -> Result<(), DropReason> {
-        let slot = TemplateCache::slot(meta.vni, vtep);
-        let cached = worker
-            .templates
-            .slots
-            .get_mut(slot)
-            .ok_or(DropReason::NoDestination)?;
-        let template = match cached {
-            Some((key, template)) if *key == (meta.vni, vtep) => template,
-            _ => {
-                let underlay = &self.config.underlay;
-                let next_hop = underlay
-                    .next_hops
-                    .iter()
-                    .find(|(ip, _)| *ip == vtep)
-                    .map_or(underlay.default_next_hop_mac, |&(_, mac)| mac);
-                let carry = self.vnis.get(&meta.vni).is_some_and(|v| v.carry_inner_vlan);
-                let encap = crate::tunnel::EncapConfig {
-                    carry_inner_vlan: carry,
-                    ..underlay.encap
-                };
-                let template = EncapTemplate::new(
-                    &encap,
-                    &underlay_towards(underlay, vtep, next_hop),
-                    meta.vni,
-                )
-                .map_err(|_| DropReason::NoDestination)?;
-                &mut cached.insert(((meta.vni, vtep), template)).1
-            }
-        };
-        let mut action = Action {
-            egress: Egress::Underlay,
-            header: [0; MAX_ACTION_HEADER],
-            header_len: 0,
-            payload: Payload::Received {
-                index,
-                range: meta.inner.clone(),
-            },
-        };
-        match template.encap_header(frame, &mut action.header, &mut worker.ident) {
-            Ok(len) => {
-                action.header_len = len as u8;
-                output.actions.push(action);
-                Ok(())
-            }
-            Err(DropReason::MtuExceeded) => {
-                // Tell the sender on its port, when it is one of ours.
-                if let Destination::Port(port) = meta.from {
-                    let start = output.generated.len();
-                    output.generated.resize(start + TOO_BIG_REPLY_MAX_LEN, 0);
-                    match template.too_big_reply(frame, &mut output.generated[start..]) {
-                        Some(len) => {
-                            output.generated.truncate(start + len);
-                            self.to_port_generated(port, meta.vni, start..start + len, output);
-                        }
-                        None => output.generated.truncate(start),
-                    }
-                }
-                Err(DropReason::MtuExceeded)
-            }
-            Err(reason) => Err(reason),
-        }
     }
 }
 
