@@ -46,8 +46,10 @@ fn switch(frame_len: usize) -> Switch {
         underlay: UnderlayConfig {
             local_ip: IpAddr::V4(LOCAL),
             local_mac: LOCAL_MAC,
-            default_next_hop_mac: GATEWAY_MAC,
-            next_hops: Vec::new(),
+            next_hop: switchyard::switch::NextHop::Static {
+                default: GATEWAY_MAC,
+                per_vtep: Vec::new(),
+            },
             encap: EncapConfig {
                 mtu: 9000,
                 ..EncapConfig::default()

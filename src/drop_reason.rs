@@ -120,6 +120,9 @@ drop_reasons! {
     /// Port security: the source IP address (IPv4, ARP sender or IPv6) is not one the port
     /// allows, or the frame is too short to tell.
     SpoofedSourceIp = "spoofed_source_ip",
+    /// The underlay MAC of the remote VTEP (or its gateway) is not resolved yet, or its
+    /// ARP/ND probes went unanswered.
+    NextHopUnresolved = "next_hop_unresolved",
 }
 
 impl DropReason {

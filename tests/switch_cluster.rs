@@ -64,8 +64,10 @@ fn node_on(node_ip: fn(u8) -> IpAddr, n: u8, count: u8, hosts: &[usize]) -> Node
             local_ip: node_ip(n),
             local_mac: node_mac(n),
             // A flat underlay: the in-memory network routes by outer IP, any MAC will do.
-            default_next_hop_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
-            next_hops: Vec::new(),
+            next_hop: switchyard::switch::NextHop::Static {
+                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
+                per_vtep: Vec::new(),
+            },
             encap: EncapConfig::default(),
             decap: DecapConfig::default(),
         },

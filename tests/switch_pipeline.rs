@@ -38,8 +38,10 @@ fn config() -> SwitchConfig {
         underlay: UnderlayConfig {
             local_ip: LOCAL,
             local_mac: LOCAL_MAC,
-            default_next_hop_mac: GATEWAY_MAC,
-            next_hops: Vec::new(),
+            next_hop: switchyard::switch::NextHop::Static {
+                default: GATEWAY_MAC,
+                per_vtep: Vec::new(),
+            },
             encap: EncapConfig::default(),
             decap: DecapConfig::default(),
         },
@@ -657,4 +659,106 @@ fn reconfiguration_applies_to_the_next_batch_and_refusals_change_nothing() {
     );
     assert_eq!(out.len(), 1);
     assert_eq!(outer_dst(&out[0].1), REMOTE_C);
+}
+
+#[test]
+fn underlay_next_hops_are_resolved_with_arp() {
+    use switchyard::switch::neighbor::{parse_arp_request, write_arp_reply, ArpRequest};
+    use switchyard::switch::NextHop;
+
+    const B_MAC: EthernetAddress = EthernetAddress([0x02, 0xbb, 0, 0, 0, 2]);
+    const C_MAC: EthernetAddress = EthernetAddress([0x02, 0xcc, 0, 0, 0, 3]);
+    let mut config = config();
+    config.underlay.next_hop = NextHop::Resolve {
+        prefix_len: 24,
+        gateway: None,
+        supplied: vec![(REMOTE_C, C_MAC)],
+    };
+    for (n, vtep) in [(0x61, REMOTE_B), (0x62, REMOTE_C), (0x63, REMOTE_D)] {
+        config.static_entries.push(StaticEntry {
+            vni: vni(100),
+            mac: EthernetAddress(mac(n)),
+            destination: Destination::Vtep(vtep),
+        });
+    }
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+
+    // To B: not resolved yet. The frame is dropped and an ARP request goes out instead.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x61), mac(1)),
+    );
+    assert_eq!(
+        worker.counters.dropped.get(DropReason::NextHopUnresolved),
+        1
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Egress::Underlay);
+    let request = parse_arp_request(&out[0].1).expect("an ARP request");
+    assert_eq!(
+        (
+            request.sender_mac,
+            IpAddr::V4(request.sender_ip),
+            IpAddr::V4(request.target_ip)
+        ),
+        (LOCAL_MAC, LOCAL, REMOTE_B)
+    );
+    // B answers (as its kernel would); the answer is consumed.
+    let mut reply = vec![0u8; 42];
+    let asked = ArpRequest {
+        sender_mac: LOCAL_MAC,
+        sender_ip: Ipv4Addr::new(198, 18, 0, 1),
+        target_ip: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    write_arp_reply(&asked, B_MAC, &mut reply).unwrap();
+    assert!(run(&switch, &mut worker, Ingress::Underlay, reply).is_empty());
+    assert_eq!(worker.counters.consumed, 1);
+    // Now the frame goes out, to B's MAC.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x61), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[..6], B_MAC.0, "outer destination MAC");
+    assert_eq!(outer_dst(&out[0].1), REMOTE_B);
+
+    // C's MAC was supplied by the host: no probe, straight out.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x62), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[..6], C_MAC.0);
+
+    // D never answers: a probe now and two retries from the timers, then it has failed.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x63), mac(1)),
+    );
+    assert_eq!(out.len(), 1, "the first probe");
+    let mut output = Output::default();
+    let mut probes = 0;
+    for second in 2..6 {
+        switch.poll(Instant::from_secs(second), &mut output);
+        probes += output.actions.len();
+    }
+    assert_eq!(probes, 2, "two retries, then failed");
+    let failed = switch
+        .next_hops()
+        .into_iter()
+        .find(|(ip, _, _)| *ip == REMOTE_D)
+        .unwrap();
+    assert!(matches!(
+        failed.2,
+        switchyard::switch::resolver::EntryState::Failed { .. }
+    ));
 }

@@ -33,8 +33,10 @@ fn config() -> SwitchConfig {
         underlay: UnderlayConfig {
             local_ip: remote(1),
             local_mac: EthernetAddress([2, 0xee, 0, 0, 0, 1]),
-            default_next_hop_mac: EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
-            next_hops: Vec::new(),
+            next_hop: switchyard::switch::NextHop::Static {
+                default: EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
+                per_vtep: Vec::new(),
+            },
             encap: EncapConfig::default(),
             decap: DecapConfig::default(),
         },

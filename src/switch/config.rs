@@ -36,16 +36,38 @@ pub struct UnderlayConfig {
     pub local_ip: IpAddr,
     /// The underlay interface's MAC: the outer source MAC.
     pub local_mac: EthernetAddress,
-    /// The MAC that encapsulated frames go to (the gateway, or the one peer of a point-to-point
-    /// underlay), for VTEPs without an entry in `next_hops`.
-    pub default_next_hop_mac: EthernetAddress,
-    /// Next-hop MACs for particular remote VTEPs (on the same subnet).
-    pub next_hops: Vec<(IpAddr, EthernetAddress)>,
+    /// How the outer destination MAC of each remote VTEP is found.
+    pub next_hop: NextHop,
     /// Encapsulation options (UDP port, source ports, checksums, DF/TTL/TOS, MTU). Its
     /// `carry_inner_vlan` is ignored: that is per VNI ([`VniSettings::carry_inner_vlan`]).
     pub encap: EncapConfig,
     /// Decapsulation options. Its `carry_inner_vlan` is ignored, as above.
     pub decap: DecapConfig,
+}
+
+/// How the switch finds the MAC that an encapsulated frame goes to on the underlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// Fixed MACs: `default` for every VTEP (a gateway, or the one peer of a point-to-point
+    /// underlay), except those listed in `per_vtep`. For backends whose kernel routes the
+    /// outer packet (a UDP socket) the MAC is not used at all.
+    Static {
+        /// The MAC for VTEPs not listed.
+        default: EthernetAddress,
+        /// MACs of particular VTEPs.
+        per_vtep: Vec<(IpAddr, EthernetAddress)>,
+    },
+    /// Resolved by the switch with ARP (IPv4) or neighbour discovery (IPv6), for backends that
+    /// own the underlay's link layer (AF_PACKET): VTEPs within `prefix_len` bits of the local
+    /// address directly, the others through `gateway` ([`super::resolver`]).
+    Resolve {
+        /// The underlay subnet's prefix length.
+        prefix_len: u8,
+        /// The router towards VTEPs outside the subnet.
+        gateway: Option<IpAddr>,
+        /// MACs the host already knows (from its own neighbour table): never probed.
+        supplied: Vec<(IpAddr, EthernetAddress)>,
+    },
 }
 
 /// A local port of the switch.
@@ -212,6 +234,8 @@ pub enum ConfigError {
     },
     /// The local VTEP address or MAC is not a unicast address.
     LocalVtep,
+    /// The next-hop resolution settings (the resolver's own error: prefix length, gateway).
+    NextHop(super::resolver::ResolverConfigError),
     /// The encapsulation options (the tunnel's own error).
     Encap(tunnel::ConfigError),
     /// The decapsulation options (the tunnel's own error).
@@ -250,6 +274,7 @@ impl fmt::Display for ConfigError {
                 "neighbour {ip} in VNI {vni}: unknown VNI or non-unicast MAC"
             ),
             Self::LocalVtep => f.write_str("the local VTEP address or MAC is not unicast"),
+            Self::NextHop(error) => write!(f, "underlay next hop: {error}"),
             Self::Encap(error) => write!(f, "underlay encapsulation: {error}"),
             Self::Decap(error) => write!(f, "underlay decapsulation: {error}"),
             Self::Fdb(error) => write!(f, "forwarding table: {error}"),
@@ -261,6 +286,24 @@ impl fmt::Display for ConfigError {
 }
 
 impl core::error::Error for ConfigError {}
+
+impl UnderlayConfig {
+    /// The resolver's configuration, when next hops are resolved.
+    pub(crate) fn resolver_config(&self) -> Option<super::resolver::ResolverConfig> {
+        let NextHop::Resolve {
+            prefix_len,
+            gateway,
+            ..
+        } = &self.next_hop
+        else {
+            return None;
+        };
+        let mut config =
+            super::resolver::ResolverConfig::new(self.local_mac, self.local_ip, *prefix_len);
+        config.gateway = *gateway;
+        Some(config)
+    }
+}
 
 /// The underlay towards `remote`, for an encapsulation template.
 pub(crate) fn underlay_towards(
@@ -305,11 +348,14 @@ impl SwitchConfig {
         // The template towards ourselves checks every encapsulation option for this family.
         tunnel::EncapTemplate::new(
             &underlay.encap,
-            &underlay_towards(underlay, underlay.local_ip, underlay.default_next_hop_mac),
+            &underlay_towards(underlay, underlay.local_ip, underlay.local_mac),
             Vni::from_u24_truncating(0),
         )
         .map_err(ConfigError::Encap)?;
         underlay.decap.validate().map_err(ConfigError::Decap)?;
+        if let Some(config) = underlay.resolver_config() {
+            super::resolver::Resolver::new(config).map_err(ConfigError::NextHop)?;
+        }
 
         let mut vnis = BTreeSet::new();
         for settings in &self.vnis {

@@ -39,7 +39,7 @@ pub mod resolver;
 
 #[cfg(feature = "alloc")]
 pub use config::{
-    ConfigError, Neighbor, PortConfig, PortMode, PortSecurity, StaticEntry, SwitchConfig,
+    ConfigError, Neighbor, NextHop, PortConfig, PortMode, PortSecurity, StaticEntry, SwitchConfig,
     UnderlayConfig, VniSettings,
 };
 #[cfg(feature = "alloc")]

@@ -6,11 +6,12 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 use core::ops::Range;
 
-use super::config::{underlay_towards, ConfigError, PortMode, PortSecurity, SwitchConfig};
+use super::config::{underlay_towards, ConfigError, NextHop, PortMode, PortSecurity, SwitchConfig};
 use super::neighbor::{
     parse_arp_request, parse_neighbor_solicitation, write_arp_reply, write_neighbor_advertisement,
     ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
 };
+use super::resolver::{Resolution, Resolver, PROBE_MAX_LEN};
 use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
 use crate::sync::{AtomicU32, Ordering};
 use crate::time::Instant;
@@ -179,6 +180,31 @@ impl SwitchCounters {
 /// A map from few keys, looked up on every frame: a sorted vector searched by bisection,
 /// which for the tens of ports and VNIs of a node is a few compares in one or two cache
 /// lines (a `BTreeMap` costs a pointer chase per level).
+/// The resolver for `config`'s underlay, with the MACs the host supplied; `None` for fixed
+/// next hops.
+fn resolver_for(config: &SwitchConfig) -> Option<Resolver> {
+    let resolver_config = config.underlay.resolver_config()?;
+    let mut resolver = Resolver::new(resolver_config).ok()?;
+    if let NextHop::Resolve { supplied, .. } = &config.underlay.next_hop {
+        for &(ip, mac) in supplied {
+            resolver.supply(ip, mac);
+        }
+    }
+    Some(resolver)
+}
+
+/// Appends a probe for the underlay as a generated action.
+fn push_underlay_probe(output: &mut Output, probe: &[u8]) {
+    let start = output.generated.len();
+    output.generated.extend_from_slice(probe);
+    output.actions.push(Action {
+        egress: Egress::Underlay,
+        header: [0; MAX_ACTION_HEADER],
+        header_len: 0,
+        payload: Payload::Generated(start..output.generated.len()),
+    });
+}
+
 /// Counters for `keys`, in their order, keeping the counts of keys that were in `old`.
 fn carried<'a, K: Ord + Copy + 'a>(
     old: &[(K, TrafficCounters)],
@@ -306,6 +332,7 @@ pub struct Worker {
     /// The configuration this worker runs, and its generation.
     state: Arc<State>,
     generation: u32,
+    resolved: u32,
     ident: IpIdent,
     templates: TemplateCache,
     metas: Vec<Meta>,
@@ -318,6 +345,17 @@ struct Meta {
     inner: Range<usize>,
     from: Destination,
     verdict: Verdict,
+}
+
+impl Meta {
+    fn consumed() -> Meta {
+        Meta {
+            vni: Vni::from_u24_truncating(0),
+            inner: 0..0,
+            from: Destination::Port(PortId(0)),
+            verdict: Verdict::Consumed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +393,11 @@ pub struct Switch {
     generation: AtomicU32,
     /// Serialises reconfigurations (not the data path).
     reconfiguring: spin::Mutex<()>,
+    /// Underlay next hops, when they are resolved ([`NextHop::Resolve`]). Taken on a worker's
+    /// template miss and for ARP/ND frames from the underlay, never per forwarded frame.
+    resolver: spin::Mutex<Option<Resolver>>,
+    /// Bumped whenever a resolved MAC changes: workers then rebuild their templates.
+    resolved: AtomicU32,
 }
 
 impl Switch {
@@ -374,6 +417,8 @@ impl Switch {
             }))),
             generation: AtomicU32::new(0),
             reconfiguring: spin::Mutex::new(()),
+            resolver: spin::Mutex::new(resolver_for(&state.config)),
+            resolved: AtomicU32::new(0),
         };
         switch
             .apply_to_fdb(None, &state)
@@ -402,6 +447,9 @@ impl Switch {
             // Put the table back as the running configuration has it.
             let _ = self.apply_to_fdb(Some(&new), &old);
             return Err(ConfigError::Fdb(error));
+        }
+        if new.config.underlay != old.config.underlay {
+            *self.resolver.lock() = resolver_for(&new.config);
         }
         *self.current.lock() = Arc::new(new);
         self.generation.fetch_add(1, Ordering::Release);
@@ -469,6 +517,79 @@ impl Switch {
         &self.fdb
     }
 
+    /// Timers, to call about once a second (and the data path needs no other call): ageing
+    /// of the forwarding table, and ARP/ND probes for underlay next hops, which it writes into
+    /// `output` as actions to the underlay (`output` is cleared first). Returns how many
+    /// entries aged out.
+    pub fn poll(&self, now: Instant, output: &mut Output) -> usize {
+        output.actions.clear();
+        output.generated.clear();
+        let aged = self.fdb.age(now);
+        if let Some(resolver) = self.resolver.lock().as_mut() {
+            let mut probe = [0u8; PROBE_MAX_LEN];
+            while let Some(len) = resolver.poll(now, &mut probe) {
+                push_underlay_probe(output, probe.get(..len).unwrap_or(&[]));
+            }
+        }
+        aged
+    }
+
+    /// The underlay next hops being resolved, with their MACs and states, for `show`.
+    pub fn next_hops(&self) -> Vec<(IpAddr, Option<EthernetAddress>, super::resolver::EntryState)> {
+        self.resolver
+            .lock()
+            .as_ref()
+            .map(|r| r.entries().collect())
+            .unwrap_or_default()
+    }
+
+    /// The next-hop MAC for `vtep`, or why there is none; a first miss sends a probe.
+    fn resolve(
+        &self,
+        vtep: IpAddr,
+        now: Instant,
+        output: &mut Output,
+    ) -> Result<EthernetAddress, DropReason> {
+        let mut resolver = self.resolver.lock();
+        let Some(resolver) = resolver.as_mut() else {
+            return Err(DropReason::NextHopUnresolved);
+        };
+        match resolver.resolve(vtep, now) {
+            Resolution::Resolved(mac) => Ok(mac),
+            Resolution::Pending | Resolution::Failed => {
+                let mut probe = [0u8; PROBE_MAX_LEN];
+                while let Some(len) = resolver.poll(now, &mut probe) {
+                    push_underlay_probe(output, probe.get(..len).unwrap_or(&[]));
+                }
+                Err(DropReason::NextHopUnresolved)
+            }
+        }
+    }
+
+    /// Gives an ARP or neighbour-discovery frame from the underlay to the resolver; true if
+    /// it answered one of its probes (the frame is consumed).
+    fn resolver_takes(&self, frame: &[u8], now: Instant) -> bool {
+        let Some(&[a, b]) = frame.get(12..14) else {
+            return false;
+        };
+        let ethertype = u16::from_be_bytes([a, b]);
+        // ARP, or IPv6 carrying ICMPv6 directly.
+        let candidate = ethertype == ethertype::ARP
+            || (ethertype == ethertype::IPV6 && frame.get(20) == Some(&58));
+        if !candidate {
+            return false;
+        }
+        let mut resolver = self.resolver.lock();
+        let Some(resolver) = resolver.as_mut() else {
+            return false;
+        };
+        let answered = resolver.handle_frame(frame, now);
+        if answered {
+            self.resolved.fetch_add(1, Ordering::Release);
+        }
+        answered
+    }
+
     /// A worker for one thread.
     pub fn worker(&self) -> Worker {
         let generation = self.generation.load(Ordering::Acquire);
@@ -489,6 +610,7 @@ impl Switch {
             },
             state,
             generation,
+            resolved: self.resolved.load(Ordering::Acquire),
             ident: IpIdent::new(0),
             templates: TemplateCache::new(),
             metas: Vec::new(),
@@ -499,6 +621,11 @@ impl Switch {
     /// Brings `worker` to the running configuration if it changed since its last batch.
     #[inline]
     fn refresh(&self, worker: &mut Worker) {
+        let resolved = self.resolved.load(Ordering::Acquire);
+        if resolved != worker.resolved {
+            worker.templates = TemplateCache::new();
+            worker.resolved = resolved;
+        }
         let generation = self.generation.load(Ordering::Acquire);
         if generation == worker.generation {
             return;
@@ -537,8 +664,12 @@ impl Switch {
         metas.clear();
         counters.received += batch.len() as u64;
 
-        // Stage 1: classify.
+        // Stage 1: classify (ARP/ND answers for the resolver are consumed here).
         for received in batch.iter_mut() {
+            if received.ingress == Ingress::Underlay && self.resolver_takes(received.frame, now) {
+                metas.push(Meta::consumed());
+                continue;
+            }
             metas.push(state.classify(received));
         }
         // Stage 2: learn the sources.
@@ -568,6 +699,7 @@ impl Switch {
         }
         // Stage 4: forward.
         let mut forwarding = Forwarding {
+            now,
             state,
             templates,
             ident,
@@ -719,11 +851,13 @@ impl Switch {
             Some((key, template)) if *key == (meta.vni, vtep) => template,
             _ => {
                 let underlay = &state.config.underlay;
-                let next_hop = underlay
-                    .next_hops
-                    .iter()
-                    .find(|(ip, _)| *ip == vtep)
-                    .map_or(underlay.default_next_hop_mac, |&(_, mac)| mac);
+                let next_hop = match &underlay.next_hop {
+                    NextHop::Static { default, per_vtep } => per_vtep
+                        .iter()
+                        .find(|(ip, _)| *ip == vtep)
+                        .map_or(*default, |&(_, mac)| mac),
+                    NextHop::Resolve { .. } => self.resolve(vtep, fwd.now, fwd.output)?,
+                };
                 let carry = state
                     .vnis
                     .get(&meta.vni)
@@ -780,6 +914,7 @@ impl Switch {
 /// The stage state a forwarding decision needs besides the table: the configuration, this
 /// worker's templates, IP identification and flood-list buffer, and the output.
 struct Forwarding<'a> {
+    now: Instant,
     state: &'a State,
     templates: &'a mut TemplateCache,
     ident: &'a mut IpIdent,
