@@ -115,6 +115,27 @@ drop_reasons! {
     LbNoBackend = "lb_no_backend",
     /// An ICMP error towards a VIP about a flow that is not tracked here.
     LbIcmpUnknownFlow = "lb_icmp_unknown_flow",
+    // Switch.
+    /// The frame arrived on a port the switch has no configuration for.
+    PortUnknown = "port_unknown",
+    /// A trunk port's frame is untagged or carries a VLAN ID that the trunk does not map.
+    VlanUnmapped = "vlan_unmapped",
+    /// A decapsulated frame's VNI is not configured on this switch.
+    VniUnknown = "vni_unknown",
+    /// A frame from the underlay is for a MAC behind another VTEP: the switch never forwards
+    /// from one tunnel into another (split horizon).
+    SplitHorizon = "split_horizon",
+    /// The frame has nowhere to go: its destination is the port it came from, or its flood
+    /// list holds nothing but its ingress.
+    NoDestination = "no_destination",
+    /// Port security: the source MAC is not one the port allows.
+    SpoofedSourceMac = "spoofed_source_mac",
+    /// Port security: the source IP address (IPv4, ARP sender or IPv6) is not one the port
+    /// allows, or the frame is too short to tell.
+    SpoofedSourceIp = "spoofed_source_ip",
+    /// The underlay MAC of the remote VTEP (or its gateway) is not resolved yet, or its
+    /// ARP/ND probes went unanswered.
+    NextHopUnresolved = "next_hop_unresolved",
 }
 
 impl DropReason {

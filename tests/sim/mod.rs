@@ -7,6 +7,8 @@
 //! moves frames between hosts with [`Host::take_sent`] and [`Host::deliver`].
 #![allow(dead_code)] // Each test crate uses its own part of the harness.
 
+pub mod cluster;
+
 use std::collections::VecDeque;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -100,9 +102,20 @@ pub struct Host {
 impl Host {
     /// A host with `mac` and `cidr` (e.g. `198.18.1.10/24`), MTU 1500.
     pub fn new(name: &'static str, mac: [u8; 6], cidr: IpCidr, clock: Clock) -> Host {
+        Host::with_mtu(name, mac, cidr, 1500, clock)
+    }
+
+    /// The same with another IP MTU (smoltcp reads it when the interface is made).
+    pub fn with_mtu(
+        name: &'static str,
+        mac: [u8; 6],
+        cidr: IpCidr,
+        mtu: usize,
+        clock: Clock,
+    ) -> Host {
         let mac = EthernetAddress(mac);
         let mut wire = Wire {
-            mtu: 1500,
+            mtu,
             ..Wire::default()
         };
         let mut config = Config::new(HardwareAddress::Ethernet(mac));

@@ -1,0 +1,1235 @@
+//! The batch pipeline; documented in the parent module.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+use core::ops::Range;
+
+use super::config::{underlay_towards, ConfigError, NextHop, PortMode, PortSecurity, SwitchConfig};
+use super::neighbor::{
+    parse_arp_request, parse_neighbor_solicitation, write_arp_reply, write_neighbor_advertisement,
+    ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
+};
+use super::resolver::{Resolution, Resolver, PROBE_MAX_LEN};
+use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
+use crate::sync::{AtomicU32, Ordering};
+use crate::time::Instant;
+use crate::tunnel::{
+    decap, DecapConfig, EncapTemplate, IpIdent, OUTER_HEADER_LEN_IPV6, TOO_BIG_REPLY_MAX_LEN,
+};
+use crate::wire::{ethertype, EthernetAddress, ETHERNET_HEADER_LEN};
+use crate::{DropCounters, DropReason, PortId, Vni};
+
+/// The longest header an action carries: the outer headers over IPv6.
+pub const MAX_ACTION_HEADER: usize = OUTER_HEADER_LEN_IPV6;
+
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// A local port.
+    Port(PortId),
+    /// The underlay: a VXLAN frame, outer headers included.
+    Underlay,
+}
+
+/// Where an action's frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// A local port.
+    Port(PortId),
+    /// The underlay: the frame is a whole outer VXLAN frame.
+    Underlay,
+}
+
+/// A received frame: its ingress and its bytes, which the switch may change in place.
+#[derive(Debug)]
+pub struct Received<'a> {
+    /// Where it came from.
+    pub ingress: Ingress,
+    /// The frame, Ethernet header first.
+    pub frame: &'a mut [u8],
+}
+
+/// The payload of an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// `received[index].frame[range]`.
+    Received {
+        /// Index into the batch given to [`Switch::process`].
+        index: usize,
+        /// The bytes of that frame.
+        range: Range<usize>,
+    },
+    /// `output.generated[range]`: bytes the switch wrote (ARP replies, ICMP errors).
+    Generated(Range<usize>),
+}
+
+/// One frame to transmit: `header()` then the payload.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Where to send it.
+    pub egress: Egress,
+    header: [u8; MAX_ACTION_HEADER],
+    header_len: u8,
+    /// What follows the header.
+    pub payload: Payload,
+}
+
+impl Action {
+    /// The bytes before the payload (often none).
+    pub fn header(&self) -> &[u8] {
+        self.header
+            .get(..usize::from(self.header_len))
+            .unwrap_or(&[])
+    }
+}
+
+/// The actions of one batch, and the bytes the switch generated for them. Reuse it across
+/// batches: [`Switch::process`] clears it.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The frames to send, in no particular order.
+    pub actions: Vec<Action>,
+    /// Bytes of generated frames, referred to by [`Payload::Generated`].
+    pub generated: Vec<u8>,
+}
+
+impl Output {
+    /// The two parts of `action`'s frame: header and payload.
+    pub fn parts<'a>(
+        &'a self,
+        action: &'a Action,
+        received: &'a [Received<'_>],
+    ) -> (&'a [u8], &'a [u8]) {
+        let payload = match &action.payload {
+            Payload::Received { index, range } => received
+                .get(*index)
+                .and_then(|r| r.frame.get(range.clone()))
+                .unwrap_or(&[]),
+            Payload::Generated(range) => self.generated.get(range.clone()).unwrap_or(&[]),
+        };
+        (action.header(), payload)
+    }
+
+    /// `action`'s frame as one vector (for tests and tools; a backend gathers the parts).
+    pub fn frame(&self, action: &Action, received: &[Received<'_>]) -> Vec<u8> {
+        let (header, payload) = self.parts(action, received);
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(header);
+        frame.extend_from_slice(payload);
+        frame
+    }
+}
+
+/// Counters of one port or one VNI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    /// Frames received.
+    pub received: u64,
+    /// Frames sent (one per action).
+    pub sent: u64,
+    /// Received frames dropped.
+    pub dropped: u64,
+}
+
+/// A worker's counters. Each worker counts its own frames (no shared cache line on the data
+/// path); [`SwitchCounters::merge`] sums them when they are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwitchCounters {
+    /// Frames given to [`Switch::process`].
+    pub received: u64,
+    /// Received frames that produced at least one action.
+    pub forwarded: u64,
+    /// Received frames answered by the switch itself (ARP/ND suppression).
+    pub consumed: u64,
+    /// Received frames dropped, by reason.
+    pub dropped: DropCounters,
+    /// Actions produced (a flood produces several per frame).
+    pub sent: u64,
+    /// Actions whose payload the switch generated (replies, ICMP errors).
+    pub generated: u64,
+    /// Source MACs not learned, by reason (the frames were still forwarded).
+    pub learn_refused: DropCounters,
+    /// Per port, in port-number order.
+    pub ports: Vec<(PortId, TrafficCounters)>,
+    /// Per VNI, in VNI order.
+    pub vnis: Vec<(Vni, TrafficCounters)>,
+    /// Frames from the underlay.
+    pub underlay: TrafficCounters,
+}
+
+impl SwitchCounters {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &SwitchCounters) {
+        self.received += other.received;
+        self.forwarded += other.forwarded;
+        self.consumed += other.consumed;
+        self.dropped.merge(&other.dropped);
+        self.sent += other.sent;
+        self.generated += other.generated;
+        self.learn_refused.merge(&other.learn_refused);
+        merge_keyed(&mut self.ports, &other.ports);
+        merge_keyed(&mut self.vnis, &other.vnis);
+        self.underlay.received += other.underlay.received;
+        self.underlay.sent += other.underlay.sent;
+        self.underlay.dropped += other.underlay.dropped;
+    }
+}
+
+/// A map from few keys, looked up on every frame: a sorted vector searched by bisection,
+/// which for the tens of ports and VNIs of a node is a few compares in one or two cache
+/// lines (a `BTreeMap` costs a pointer chase per level).
+/// The resolver for `config`'s underlay, with the MACs the host supplied; `None` for fixed
+/// next hops.
+fn resolver_for(config: &SwitchConfig) -> Option<Resolver> {
+    let resolver_config = config.underlay.resolver_config()?;
+    let mut resolver = Resolver::new(resolver_config).ok()?;
+    if let NextHop::Resolve { supplied, .. } = &config.underlay.next_hop {
+        for &(ip, mac) in supplied {
+            resolver.supply(ip, mac);
+        }
+    }
+    Some(resolver)
+}
+
+/// Appends a probe for the underlay as a generated action.
+fn push_underlay_probe(output: &mut Output, probe: &[u8]) {
+    let start = output.generated.len();
+    output.generated.extend_from_slice(probe);
+    output.actions.push(Action {
+        egress: Egress::Underlay,
+        header: [0; MAX_ACTION_HEADER],
+        header_len: 0,
+        payload: Payload::Generated(start..output.generated.len()),
+    });
+}
+
+/// Counters for `keys`, in their order, keeping the counts of keys that were in `old`.
+fn carried<'a, K: Ord + Copy + 'a>(
+    old: &[(K, TrafficCounters)],
+    keys: impl Iterator<Item = &'a K>,
+) -> Vec<(K, TrafficCounters)> {
+    keys.map(|&key| {
+        let counts = old
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(TrafficCounters::default, |&(_, counts)| counts);
+        (key, counts)
+    })
+    .collect()
+}
+
+/// Adds `other`'s per-key counts to `list`'s, keeping `list` sorted by key.
+fn merge_keyed<K: Ord + Copy>(
+    list: &mut Vec<(K, TrafficCounters)>,
+    other: &[(K, TrafficCounters)],
+) {
+    for &(key, theirs) in other {
+        match list.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => {
+                if let Some((_, mine)) = list.get_mut(i) {
+                    mine.received += theirs.received;
+                    mine.sent += theirs.sent;
+                    mine.dropped += theirs.dropped;
+                }
+            }
+            Err(i) => list.insert(i, (key, theirs)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SortedMap<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K: Ord + Copy, V> SortedMap<K, V> {
+    fn from_unsorted(mut entries: Vec<(K, V)>) -> Self {
+        entries.sort_by_key(|entry| entry.0);
+        SortedMap { entries }
+    }
+
+    #[inline]
+    fn get(&self, key: &K) -> Option<&V> {
+        self.entries
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| v)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+}
+
+/// Encapsulation templates by (VNI, remote VTEP), direct-mapped: one hash, one compare.
+/// A collision rebuilds a template (a few hundred nanoseconds), which only a node talking to
+/// more (VNI, VTEP) pairs at once than it has slots ever sees often.
+#[derive(Debug)]
+struct TemplateCache {
+    slots: Vec<Option<((Vni, IpAddr), EncapTemplate)>>,
+}
+
+const TEMPLATE_CACHE_SLOTS: usize = 256;
+
+impl TemplateCache {
+    fn new() -> TemplateCache {
+        TemplateCache {
+            slots: (0..TEMPLATE_CACHE_SLOTS).map(|_| None).collect(),
+        }
+    }
+
+    #[inline]
+    fn slot(vni: Vni, vtep: IpAddr) -> usize {
+        let address = match vtep {
+            IpAddr::V4(ip) => u64::from(ip.to_bits()),
+            IpAddr::V6(ip) => {
+                let bits = ip.to_bits();
+                (bits as u64) ^ ((bits >> 64) as u64)
+            }
+        };
+        let key = address ^ (u64::from(vni.get()) << 40);
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % TEMPLATE_CACHE_SLOTS
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PortState {
+    index: usize,
+    mode: PortMode,
+    security: Option<PortSecurity>,
+}
+
+impl PortState {
+    /// The VLAN ID that carries `vni` on this port: `Some(None)` for an access port in the
+    /// VNI, `Some(Some(vid))` for a trunk, `None` if the port is not in the VNI.
+    fn tag_for(&self, vni: Vni) -> Option<Option<u16>> {
+        match &self.mode {
+            PortMode::Access(port_vni) => (*port_vni == vni).then_some(None),
+            PortMode::Trunk(map) => map
+                .iter()
+                .find(|&&(_, mapped)| mapped == vni)
+                .map(|&(vid, _)| Some(vid)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct VniState {
+    index: usize,
+    suppress: bool,
+    carry_inner_vlan: bool,
+}
+
+/// One worker's private state: counters, IP identification, encapsulation templates and
+/// scratch space. Make one per thread with [`Switch::worker`].
+#[derive(Debug)]
+pub struct Worker {
+    /// This worker's counters.
+    pub counters: SwitchCounters,
+    /// The configuration this worker runs, and its generation.
+    state: Arc<State>,
+    generation: u32,
+    resolved: u32,
+    ident: IpIdent,
+    templates: TemplateCache,
+    metas: Vec<Meta>,
+    flood: FloodList,
+}
+
+#[derive(Debug, Clone)]
+struct Meta {
+    vni: Vni,
+    inner: Range<usize>,
+    from: Destination,
+    verdict: Verdict,
+}
+
+impl Meta {
+    fn consumed() -> Meta {
+        Meta {
+            vni: Vni::from_u24_truncating(0),
+            inner: 0..0,
+            from: Destination::Port(PortId(0)),
+            verdict: Verdict::Consumed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Dropped(DropReason),
+    Consumed,
+}
+
+/// What the data path reads of the configuration. Immutable: a change builds a new one and
+/// swaps it in whole ([`Switch::reconfigure`]).
+#[derive(Debug)]
+struct State {
+    config: SwitchConfig,
+    ports: SortedMap<PortId, PortState>,
+    vnis: SortedMap<Vni, VniState>,
+    neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
+    decap: DecapConfig,
+}
+
+/// The switch: configuration, forwarding table and the pipeline; shared by the workers
+/// (`Arc<Switch>`), changed at run time with [`Switch::reconfigure`].
+///
+/// **Reconfiguration without stopping traffic.** The configuration the data path reads is an
+/// immutable `State` behind an `Arc`. A change validates the new configuration, applies its
+/// difference to the forwarding table (entries never disappear for VNIs and ports that stay),
+/// then swaps the `Arc` and bumps a generation number. Each worker compares the generation
+/// once per batch (one load) and takes the new `Arc` when it changed: a batch always runs on
+/// one whole configuration, old or new, and a worker never waits for a change to finish (the
+/// lock around the `Arc` is held for the swap of one pointer).
+#[derive(Debug)]
+pub struct Switch {
+    fdb: Fdb,
+    current: spin::Mutex<Arc<State>>,
+    generation: AtomicU32,
+    /// Serialises reconfigurations (not the data path).
+    reconfiguring: spin::Mutex<()>,
+    /// Underlay next hops, when they are resolved ([`NextHop::Resolve`]). Taken on a worker's
+    /// template miss and for ARP/ND frames from the underlay, never per forwarded frame.
+    resolver: spin::Mutex<Option<Resolver>>,
+    /// Bumped whenever a resolved MAC changes: workers then rebuild their templates.
+    resolved: AtomicU32,
+}
+
+impl Switch {
+    /// A switch running `config`, or the first problem with it.
+    pub fn new(config: SwitchConfig) -> Result<Switch, ConfigError> {
+        config.validate()?;
+        let fdb = Fdb::new(config.fdb).map_err(ConfigError::Fdb)?;
+        let state = State::build(config);
+        let switch = Switch {
+            fdb,
+            current: spin::Mutex::new(Arc::new(State::build(SwitchConfig {
+                ports: Vec::new(),
+                vnis: Vec::new(),
+                static_entries: Vec::new(),
+                neighbors: Vec::new(),
+                ..state.config.clone()
+            }))),
+            generation: AtomicU32::new(0),
+            reconfiguring: spin::Mutex::new(()),
+            resolver: spin::Mutex::new(resolver_for(&state.config)),
+            resolved: AtomicU32::new(0),
+        };
+        switch
+            .apply_to_fdb(None, &state)
+            .map_err(ConfigError::Fdb)?;
+        *switch.current.lock() = Arc::new(state);
+        Ok(switch)
+    }
+
+    /// Replaces the running configuration with `config`, without stopping traffic (see the
+    /// type's documentation). An invalid configuration, or one the forwarding table cannot
+    /// hold, is refused with the running state untouched. The forwarding table's own bounds
+    /// (`config.fdb`) are fixed at [`Switch::new`].
+    ///
+    /// What changes: learned entries of removed VNIs and ports are flushed; static entries
+    /// follow the new list; flood lists, VNI settings, neighbours, port modes and security,
+    /// and the underlay options apply from the next batch of each worker.
+    pub fn reconfigure(&self, config: SwitchConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let _one_at_a_time = self.reconfiguring.lock();
+        let old = Arc::clone(&self.current.lock());
+        if config.fdb != old.config.fdb {
+            return Err(ConfigError::FdbBoundsFixed);
+        }
+        let new = State::build(config);
+        if let Err(error) = self.apply_to_fdb(Some(&old), &new) {
+            // Put the table back as the running configuration has it.
+            let _ = self.apply_to_fdb(Some(&new), &old);
+            return Err(ConfigError::Fdb(error));
+        }
+        if new.config.underlay != old.config.underlay {
+            *self.resolver.lock() = resolver_for(&new.config);
+        }
+        *self.current.lock() = Arc::new(new);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the forwarding table match `new`: flood lists, VNI settings and static entries,
+    /// and flushes what `old` had that `new` has not.
+    fn apply_to_fdb(&self, old: Option<&State>, new: &State) -> Result<(), crate::fdb::FdbError> {
+        if let Some(old) = old {
+            for &vni in old.vnis.keys() {
+                if new.vnis.get(&vni).is_none() {
+                    self.fdb.flush_vni(vni);
+                    self.fdb.set_flood_list(vni, &[])?;
+                }
+            }
+            for &port in old.ports.keys() {
+                if new.ports.get(&port).is_none() {
+                    self.fdb.flush_port(port);
+                }
+            }
+            for entry in &old.config.static_entries {
+                let kept = new
+                    .config
+                    .static_entries
+                    .iter()
+                    .any(|e| e.vni == entry.vni && e.mac == entry.mac);
+                if !kept {
+                    self.fdb.remove(entry.vni, entry.mac);
+                }
+            }
+        }
+        for settings in &new.config.vnis {
+            self.fdb.configure_vni(
+                settings.vni,
+                VniConfig {
+                    ageing: settings.ageing,
+                    max_entries: new.config.fdb.max_entries_per_vni,
+                    learning: settings.learning,
+                },
+            )?;
+            self.fdb
+                .set_flood_list(settings.vni, &new.flood_members(settings.vni))?;
+        }
+        for entry in &new.config.static_entries {
+            self.fdb
+                .insert_static(entry.vni, entry.mac, entry.destination)?;
+        }
+        Ok(())
+    }
+
+    /// The configuration running now.
+    pub fn config(&self) -> SwitchConfig {
+        self.current.lock().config.clone()
+    }
+
+    /// The generation of the running configuration: 0 at [`Switch::new`], one more after
+    /// each accepted [`Switch::reconfigure`].
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The forwarding table.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// Timers, to call about once a second (and the data path needs no other call): ageing
+    /// of the forwarding table, and ARP/ND probes for underlay next hops, which it writes into
+    /// `output` as actions to the underlay (`output` is cleared first). Returns how many
+    /// entries aged out.
+    pub fn poll(&self, now: Instant, output: &mut Output) -> usize {
+        output.actions.clear();
+        output.generated.clear();
+        let aged = self.fdb.age(now);
+        if let Some(resolver) = self.resolver.lock().as_mut() {
+            let mut probe = [0u8; PROBE_MAX_LEN];
+            while let Some(len) = resolver.poll(now, &mut probe) {
+                push_underlay_probe(output, probe.get(..len).unwrap_or(&[]));
+            }
+        }
+        aged
+    }
+
+    /// The underlay next hops being resolved, with their MACs and states, for `show`.
+    pub fn next_hops(&self) -> Vec<(IpAddr, Option<EthernetAddress>, super::resolver::EntryState)> {
+        self.resolver
+            .lock()
+            .as_ref()
+            .map(|r| r.entries().collect())
+            .unwrap_or_default()
+    }
+
+    /// The next-hop MAC for `vtep`, or why there is none; a first miss sends a probe.
+    fn resolve(
+        &self,
+        vtep: IpAddr,
+        now: Instant,
+        output: &mut Output,
+    ) -> Result<EthernetAddress, DropReason> {
+        let mut resolver = self.resolver.lock();
+        let Some(resolver) = resolver.as_mut() else {
+            return Err(DropReason::NextHopUnresolved);
+        };
+        match resolver.resolve(vtep, now) {
+            Resolution::Resolved(mac) => Ok(mac),
+            Resolution::Pending | Resolution::Failed => {
+                let mut probe = [0u8; PROBE_MAX_LEN];
+                while let Some(len) = resolver.poll(now, &mut probe) {
+                    push_underlay_probe(output, probe.get(..len).unwrap_or(&[]));
+                }
+                Err(DropReason::NextHopUnresolved)
+            }
+        }
+    }
+
+    /// Gives an ARP or neighbour-discovery frame from the underlay to the resolver; true if
+    /// it answered one of its probes (the frame is consumed).
+    fn resolver_takes(&self, frame: &[u8], now: Instant) -> bool {
+        let Some(&[a, b]) = frame.get(12..14) else {
+            return false;
+        };
+        let ethertype = u16::from_be_bytes([a, b]);
+        // ARP, or IPv6 carrying ICMPv6 directly.
+        let candidate = ethertype == ethertype::ARP
+            || (ethertype == ethertype::IPV6 && frame.get(20) == Some(&58));
+        if !candidate {
+            return false;
+        }
+        let mut resolver = self.resolver.lock();
+        let Some(resolver) = resolver.as_mut() else {
+            return false;
+        };
+        let answered = resolver.handle_frame(frame, now);
+        if answered {
+            self.resolved.fetch_add(1, Ordering::Release);
+        }
+        answered
+    }
+
+    /// A worker for one thread.
+    pub fn worker(&self) -> Worker {
+        let generation = self.generation.load(Ordering::Acquire);
+        let state = Arc::clone(&self.current.lock());
+        Worker {
+            counters: SwitchCounters {
+                ports: state
+                    .ports
+                    .keys()
+                    .map(|&p| (p, TrafficCounters::default()))
+                    .collect(),
+                vnis: state
+                    .vnis
+                    .keys()
+                    .map(|&v| (v, TrafficCounters::default()))
+                    .collect(),
+                ..SwitchCounters::default()
+            },
+            state,
+            generation,
+            resolved: self.resolved.load(Ordering::Acquire),
+            ident: IpIdent::new(0),
+            templates: TemplateCache::new(),
+            metas: Vec::new(),
+            flood: self.fdb.flood_buffer(),
+        }
+    }
+
+    /// Brings `worker` to the running configuration if it changed since its last batch.
+    #[inline]
+    fn refresh(&self, worker: &mut Worker) {
+        let resolved = self.resolved.load(Ordering::Acquire);
+        if resolved != worker.resolved {
+            worker.templates = TemplateCache::new();
+            worker.resolved = resolved;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == worker.generation {
+            return;
+        }
+        let state = Arc::clone(&self.current.lock());
+        // Counters follow their port or VNI into the new order.
+        worker.counters.ports = carried(&worker.counters.ports, state.ports.keys());
+        worker.counters.vnis = carried(&worker.counters.vnis, state.vnis.keys());
+        worker.templates = TemplateCache::new();
+        worker.state = state;
+        worker.generation = generation;
+    }
+
+    /// Processes a batch: see the [module documentation](crate::switch). `output` is
+    /// cleared first.
+    pub fn process(
+        &self,
+        worker: &mut Worker,
+        batch: &mut [Received<'_>],
+        now: Instant,
+        output: &mut Output,
+    ) {
+        output.actions.clear();
+        output.generated.clear();
+        self.refresh(worker);
+        let Worker {
+            counters,
+            state,
+            ident,
+            templates,
+            metas,
+            flood,
+            ..
+        } = worker;
+        let state: &State = state;
+        metas.clear();
+        counters.received += batch.len() as u64;
+
+        // Stage 1: classify (ARP/ND answers for the resolver are consumed here).
+        for received in batch.iter_mut() {
+            if received.ingress == Ingress::Underlay && self.resolver_takes(received.frame, now) {
+                metas.push(Meta::consumed());
+                continue;
+            }
+            metas.push(state.classify(received));
+        }
+        // Stage 2: learn the sources.
+        for (received, meta) in batch.iter().zip(metas.iter_mut()) {
+            if meta.verdict != Verdict::Pending {
+                continue;
+            }
+            let Some(src) = received
+                .frame
+                .get(meta.inner.start + 6..meta.inner.start + 12)
+            else {
+                meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
+                continue;
+            };
+            let src = EthernetAddress::from_bytes(src);
+            match self.fdb.learn(meta.vni, src, meta.from, now) {
+                Learn::Dropped(reason) => meta.verdict = Verdict::Dropped(reason),
+                Learn::Refused(reason) => counters.learn_refused.record(reason),
+                _ => {}
+            }
+        }
+        // Stage 3: answer ARP / ND for known neighbours.
+        for (received, meta) in batch.iter().zip(metas.iter_mut()) {
+            if meta.verdict == Verdict::Pending {
+                state.answer(received, meta, output);
+            }
+        }
+        // Stage 4: forward.
+        let mut forwarding = Forwarding {
+            now,
+            state,
+            templates,
+            ident,
+            flood,
+            output,
+        };
+        for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
+            if meta.verdict == Verdict::Pending {
+                self.forward(index, received, meta, &mut forwarding);
+            }
+        }
+        // Counters.
+        for (received, meta) in batch.iter().zip(metas.iter()) {
+            let dropped = match meta.verdict {
+                Verdict::Dropped(reason) => {
+                    counters.dropped.record(reason);
+                    true
+                }
+                Verdict::Consumed => {
+                    counters.consumed += 1;
+                    false
+                }
+                Verdict::Pending => {
+                    counters.forwarded += 1;
+                    false
+                }
+            };
+            let traffic = match received.ingress {
+                Ingress::Port(port) => state
+                    .ports
+                    .get(&port)
+                    .and_then(|p| counters.ports.get_mut(p.index))
+                    .map(|(_, t)| t),
+                Ingress::Underlay => Some(&mut counters.underlay),
+            };
+            if let Some(traffic) = traffic {
+                traffic.received += 1;
+                traffic.dropped += u64::from(dropped);
+            }
+            if let Some(vni) = state.vnis.get(&meta.vni) {
+                if let Some((_, traffic)) = counters.vnis.get_mut(vni.index) {
+                    traffic.received += 1;
+                    traffic.dropped += u64::from(dropped);
+                }
+            }
+        }
+        counters.sent += output.actions.len() as u64;
+        for action in &output.actions {
+            if matches!(action.payload, Payload::Generated(_)) {
+                counters.generated += 1;
+            }
+            let traffic = match action.egress {
+                Egress::Port(port) => state
+                    .ports
+                    .get(&port)
+                    .and_then(|p| counters.ports.get_mut(p.index))
+                    .map(|(_, t)| t),
+                Egress::Underlay => Some(&mut counters.underlay),
+            };
+            if let Some(traffic) = traffic {
+                traffic.sent += 1;
+            }
+        }
+    }
+    fn forward(
+        &self,
+        index: usize,
+        received: &Received<'_>,
+        meta: &mut Meta,
+        fwd: &mut Forwarding<'_>,
+    ) {
+        let frame = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
+        let ingress_port = match meta.from {
+            Destination::Port(port) => Some(port),
+            Destination::Vtep(_) => None,
+        };
+        let Some(dst) = frame.get(..6) else {
+            meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
+            return;
+        };
+        let dst = EthernetAddress::from_bytes(dst);
+        let mut sent = 0usize;
+        let mut last_error = DropReason::NoDestination;
+        let known = if dst.is_unicast() {
+            self.fdb.lookup(meta.vni, dst)
+        } else {
+            None
+        };
+        match known {
+            Some(Destination::Port(port)) => {
+                if Some(port) != ingress_port {
+                    sent += usize::from(fwd.state.to_port(index, port, frame, meta, fwd.output));
+                }
+            }
+            Some(Destination::Vtep(vtep)) => {
+                if ingress_port.is_none() {
+                    meta.verdict = Verdict::Dropped(DropReason::SplitHorizon);
+                    return;
+                }
+                match self.to_vtep(index, vtep, frame, meta, fwd) {
+                    Ok(()) => sent += 1,
+                    Err(reason) => last_error = reason,
+                }
+            }
+            None => {
+                self.fdb.flood_list(meta.vni, fwd.flood);
+                let flood = core::mem::take(fwd.flood);
+                for member in flood.iter() {
+                    match *member {
+                        Destination::Port(port) if Some(port) != ingress_port => {
+                            sent += usize::from(
+                                fwd.state.to_port(index, port, frame, meta, fwd.output),
+                            );
+                        }
+                        // Split horizon: from the underlay, flood to local ports only.
+                        Destination::Vtep(vtep) if ingress_port.is_some() => {
+                            match self.to_vtep(index, vtep, frame, meta, fwd) {
+                                Ok(()) => sent += 1,
+                                Err(reason) => last_error = reason,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                *fwd.flood = flood;
+            }
+        }
+        if sent == 0 {
+            meta.verdict = Verdict::Dropped(last_error);
+        }
+    }
+
+    fn to_vtep(
+        &self,
+        index: usize,
+        vtep: IpAddr,
+        frame: &[u8],
+        meta: &Meta,
+        fwd: &mut Forwarding<'_>,
+    ) -> Result<(), DropReason> {
+        let state = fwd.state;
+        let slot = TemplateCache::slot(meta.vni, vtep);
+        let cached = fwd
+            .templates
+            .slots
+            .get_mut(slot)
+            .ok_or(DropReason::NoDestination)?;
+        let template = match cached {
+            Some((key, template)) if *key == (meta.vni, vtep) => template,
+            _ => {
+                let underlay = &state.config.underlay;
+                let next_hop = match &underlay.next_hop {
+                    NextHop::Static { default, per_vtep } => per_vtep
+                        .iter()
+                        .find(|(ip, _)| *ip == vtep)
+                        .map_or(*default, |&(_, mac)| mac),
+                    NextHop::Resolve { .. } => self.resolve(vtep, fwd.now, fwd.output)?,
+                };
+                let carry = state
+                    .vnis
+                    .get(&meta.vni)
+                    .is_some_and(|v| v.carry_inner_vlan);
+                let encap = crate::tunnel::EncapConfig {
+                    carry_inner_vlan: carry,
+                    ..underlay.encap
+                };
+                let template = EncapTemplate::new(
+                    &encap,
+                    &underlay_towards(underlay, vtep, next_hop),
+                    meta.vni,
+                )
+                .map_err(|_| DropReason::NoDestination)?;
+                &mut cached.insert(((meta.vni, vtep), template)).1
+            }
+        };
+        let mut action = Action {
+            egress: Egress::Underlay,
+            header: [0; MAX_ACTION_HEADER],
+            header_len: 0,
+            payload: Payload::Received {
+                index,
+                range: meta.inner.clone(),
+            },
+        };
+        match template.encap_header(frame, &mut action.header, fwd.ident) {
+            Ok(len) => {
+                action.header_len = len as u8;
+                fwd.output.actions.push(action);
+                Ok(())
+            }
+            Err(DropReason::MtuExceeded) => {
+                // Tell the sender on its port, when it is one of ours.
+                if let Destination::Port(port) = meta.from {
+                    let output = &mut *fwd.output;
+                    let start = output.generated.len();
+                    output.generated.resize(start + TOO_BIG_REPLY_MAX_LEN, 0);
+                    match template.too_big_reply(frame, &mut output.generated[start..]) {
+                        Some(len) => {
+                            output.generated.truncate(start + len);
+                            state.to_port_generated(port, meta.vni, start..start + len, output);
+                        }
+                        None => output.generated.truncate(start),
+                    }
+                }
+                Err(DropReason::MtuExceeded)
+            }
+            Err(reason) => Err(reason),
+        }
+    }
+}
+
+/// The stage state a forwarding decision needs besides the table: the configuration, this
+/// worker's templates, IP identification and flood-list buffer, and the output.
+struct Forwarding<'a> {
+    now: Instant,
+    state: &'a State,
+    templates: &'a mut TemplateCache,
+    ident: &'a mut IpIdent,
+    flood: &'a mut FloodList,
+    output: &'a mut Output,
+}
+
+impl State {
+    fn build(config: SwitchConfig) -> State {
+        let mut ids: Vec<PortId> = config.ports.iter().map(|p| p.id).collect();
+        ids.sort();
+        let ports = config
+            .ports
+            .iter()
+            .map(|port| {
+                let state = PortState {
+                    index: ids.binary_search(&port.id).unwrap_or(0),
+                    mode: port.mode.clone(),
+                    security: port.security.clone(),
+                };
+                (port.id, state)
+            })
+            .collect();
+        let mut vni_ids: Vec<Vni> = config.vnis.iter().map(|v| v.vni).collect();
+        vni_ids.sort();
+        let vnis = config
+            .vnis
+            .iter()
+            .map(|settings| {
+                let state = VniState {
+                    index: vni_ids.binary_search(&settings.vni).unwrap_or(0),
+                    suppress: settings.suppress_arp_nd,
+                    carry_inner_vlan: settings.carry_inner_vlan,
+                };
+                (settings.vni, state)
+            })
+            .collect();
+        let neighbors = config
+            .neighbors
+            .iter()
+            .map(|n| ((n.vni, n.ip), n.mac))
+            .collect();
+        let decap = DecapConfig {
+            // Per VNI, checked after decapsulation.
+            carry_inner_vlan: true,
+            ..config.underlay.decap
+        };
+        State {
+            ports: SortedMap::from_unsorted(ports),
+            vnis: SortedMap::from_unsorted(vnis),
+            neighbors,
+            decap,
+            config,
+        }
+    }
+
+    /// The flood list of `vni`: its local ports in port order, then its remote VTEPs.
+    fn flood_members(&self, vni: Vni) -> Vec<Destination> {
+        let mut members: Vec<Destination> = self
+            .ports
+            .entries
+            .iter()
+            .filter(|(_, port)| port.tag_for(vni).is_some())
+            .map(|&(id, _)| Destination::Port(id))
+            .collect();
+        if let Some(settings) = self.config.vnis.iter().find(|v| v.vni == vni) {
+            members.extend(
+                settings
+                    .remote_vteps
+                    .iter()
+                    .map(|&ip| Destination::Vtep(ip)),
+            );
+        }
+        members
+    }
+
+    fn classify(&self, received: &mut Received<'_>) -> Meta {
+        let dropped = |reason| Meta {
+            vni: Vni::from_u24_truncating(0),
+            inner: 0..0,
+            from: Destination::Port(PortId(0)),
+            verdict: Verdict::Dropped(reason),
+        };
+        let frame = &mut *received.frame;
+        match received.ingress {
+            Ingress::Port(port) => {
+                let Some(state) = self.ports.get(&port) else {
+                    return dropped(DropReason::PortUnknown);
+                };
+                if frame.len() < ETHERNET_HEADER_LEN {
+                    return dropped(DropReason::InnerTruncated);
+                }
+                let (vni, inner) = match &state.mode {
+                    PortMode::Access(vni) => (*vni, 0..frame.len()),
+                    PortMode::Trunk(map) => {
+                        let tpid = u16::from_be_bytes([frame[12], frame[13]]);
+                        if tpid != ethertype::VLAN || frame.len() < ETHERNET_HEADER_LEN + 4 {
+                            return dropped(DropReason::VlanUnmapped);
+                        }
+                        let vid = u16::from_be_bytes([frame[14], frame[15]]) & 0x0FFF;
+                        let Some(&(_, vni)) = map.iter().find(|&&(v, _)| v == vid) else {
+                            return dropped(DropReason::VlanUnmapped);
+                        };
+                        // Untag in place: the MACs move up over the tag.
+                        frame.copy_within(0..12, 4);
+                        (vni, 4..frame.len())
+                    }
+                };
+                let Some(settings) = self.vnis.get(&vni) else {
+                    return dropped(DropReason::VniUnknown);
+                };
+                if !settings.carry_inner_vlan && is_tagged(&frame[inner.clone()]) {
+                    return dropped(DropReason::InnerVlanTagged);
+                }
+                if let Some(security) = &state.security {
+                    if let Err(reason) = check_source(security, &frame[inner.clone()]) {
+                        return dropped(reason);
+                    }
+                }
+                Meta {
+                    vni,
+                    inner,
+                    from: Destination::Port(port),
+                    verdict: Verdict::Pending,
+                }
+            }
+            Ingress::Underlay => {
+                let decapsulated = match decap(&self.decap, frame) {
+                    Ok(d) => d,
+                    Err(reason) => return dropped(reason),
+                };
+                let Some(settings) = self.vnis.get(&decapsulated.vni) else {
+                    return dropped(DropReason::VniUnknown);
+                };
+                if !settings.carry_inner_vlan && is_tagged(decapsulated.inner_frame(frame)) {
+                    return dropped(DropReason::InnerVlanTagged);
+                }
+                Meta {
+                    vni: decapsulated.vni,
+                    inner: decapsulated.inner,
+                    from: Destination::Vtep(decapsulated.outer.src()),
+                    verdict: Verdict::Pending,
+                }
+            }
+        }
+    }
+
+    /// Answers an ARP request or neighbour solicitation from a local port for a neighbour the
+    /// VNI knows, when the VNI suppresses: the reply goes back to the ingress port.
+    fn answer(&self, received: &Received<'_>, meta: &mut Meta, output: &mut Output) {
+        let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
+            return;
+        };
+        if !self.vnis.get(&meta.vni).is_some_and(|v| v.suppress) {
+            return;
+        }
+        let Some(frame) = received.frame.get(meta.inner.clone()) else {
+            return;
+        };
+        let start = output.generated.len();
+        if let Some(request) = parse_arp_request(frame) {
+            let Some(&mac) = self
+                .neighbors
+                .get(&(meta.vni, IpAddr::V4(request.target_ip)))
+            else {
+                return;
+            };
+            output.generated.resize(start + ARP_REPLY_LEN, 0);
+            let Some(len) = write_arp_reply(&request, mac, &mut output.generated[start..]) else {
+                output.generated.truncate(start);
+                return;
+            };
+            output.generated.truncate(start + len);
+        } else if let Some(solicitation) = parse_neighbor_solicitation(frame) {
+            let Some(&mac) = self
+                .neighbors
+                .get(&(meta.vni, IpAddr::V6(solicitation.target_ip)))
+            else {
+                return;
+            };
+            output
+                .generated
+                .resize(start + NEIGHBOR_ADVERTISEMENT_LEN, 0);
+            let Some(len) = write_neighbor_advertisement(
+                &solicitation,
+                mac,
+                false,
+                &mut output.generated[start..],
+            ) else {
+                output.generated.truncate(start);
+                return;
+            };
+            output.generated.truncate(start + len);
+        } else {
+            return;
+        }
+        let end = output.generated.len();
+        self.to_port_generated(port, meta.vni, start..end, output);
+        meta.verdict = Verdict::Consumed;
+    }
+
+    /// Sends the frame to a local port (tagged for a trunk). False if the port is no longer
+    /// in the VNI (it left since the entry was learned).
+    fn to_port(
+        &self,
+        index: usize,
+        port: PortId,
+        frame: &[u8],
+        meta: &Meta,
+        output: &mut Output,
+    ) -> bool {
+        let Some(tag) = self.ports.get(&port).and_then(|p| p.tag_for(meta.vni)) else {
+            return false;
+        };
+        let mut action = Action {
+            egress: Egress::Port(port),
+            header: [0; MAX_ACTION_HEADER],
+            header_len: 0,
+            payload: Payload::Received {
+                index,
+                range: meta.inner.clone(),
+            },
+        };
+        if let Some(vid) = tag {
+            // The MACs and the tag in the header, the frame from its EtherType on after it.
+            let Some(macs) = frame.get(..12) else {
+                return false;
+            };
+            action.header[..12].copy_from_slice(macs);
+            action.header[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+            action.header[14..16].copy_from_slice(&vid.to_be_bytes());
+            action.header_len = 16;
+            action.payload = Payload::Received {
+                index,
+                range: meta.inner.start + 12..meta.inner.end,
+            };
+        }
+        output.actions.push(action);
+        true
+    }
+
+    fn to_port_generated(&self, port: PortId, vni: Vni, range: Range<usize>, output: &mut Output) {
+        let Some(tag) = self.ports.get(&port).and_then(|p| p.tag_for(vni)) else {
+            return;
+        };
+        let mut action = Action {
+            egress: Egress::Port(port),
+            header: [0; MAX_ACTION_HEADER],
+            header_len: 0,
+            payload: Payload::Generated(range.clone()),
+        };
+        if let Some(vid) = tag {
+            let Some(macs) = output.generated.get(range.start..range.start + 12) else {
+                return;
+            };
+            action.header[..12].copy_from_slice(macs);
+            action.header[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+            action.header[14..16].copy_from_slice(&vid.to_be_bytes());
+            action.header_len = 16;
+            action.payload = Payload::Generated(range.start + 12..range.end);
+        }
+        output.actions.push(action);
+    }
+}
+
+/// Port security: the frame's source MAC and source IP address against what the port allows.
+fn check_source(security: &PortSecurity, frame: &[u8]) -> Result<(), DropReason> {
+    let src_mac = frame.get(6..12).ok_or(DropReason::InnerTruncated)?;
+    if !security.macs.is_empty() && !security.macs.iter().any(|m| m.0 == *src_mac) {
+        return Err(DropReason::SpoofedSourceMac);
+    }
+    if security.ips.is_empty() {
+        return Ok(());
+    }
+    let l3 = if is_tagged(frame) { 18 } else { 14 };
+    let ethertype = frame
+        .get(l3 - 2..l3)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(DropReason::SpoofedSourceIp)?;
+    let source = |at: core::ops::Range<usize>| frame.get(l3 + at.start..l3 + at.end);
+    let src = match ethertype {
+        ethertype::IPV4 | ethertype::ARP => {
+            // IPv4 source at 12..16; ARP sender protocol address at 14..18.
+            let at = if ethertype == ethertype::IPV4 {
+                12..16
+            } else {
+                14..18
+            };
+            let bytes: [u8; 4] = source(at)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DropReason::SpoofedSourceIp)?;
+            IpAddr::from(bytes)
+        }
+        ethertype::IPV6 => {
+            let bytes: [u8; 16] = source(8..24)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DropReason::SpoofedSourceIp)?;
+            IpAddr::from(bytes)
+        }
+        _ => return Ok(()), // Not IP: only the MAC is checked.
+    };
+    let always = match src {
+        IpAddr::V4(ip) => ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.is_unicast_link_local(),
+    };
+    if always || security.ips.contains(&src) {
+        Ok(())
+    } else {
+        Err(DropReason::SpoofedSourceIp)
+    }
+}
+
+fn is_tagged(frame: &[u8]) -> bool {
+    matches!(
+        frame.get(12..14),
+        Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ethertype::VLAN | ethertype::QINQ)
+    )
+}

@@ -1,0 +1,764 @@
+//! The pipeline frame by frame: floods, split horizon, suppression, trunks, moves, static
+//! entries, isolation and the counter invariant, with frames built by hand.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use proptest::prelude::*;
+use switchyard::fdb::{Destination, FdbConfig};
+use switchyard::switch::{
+    Egress, Ingress, Neighbor, Output, PortConfig, PortMode, Received, StaticEntry, Switch,
+    SwitchConfig, UnderlayConfig, VniSettings, Worker,
+};
+use switchyard::time::Instant;
+use switchyard::tunnel::{DecapConfig, EncapConfig, EncapTemplate, IpIdent, Underlay};
+use switchyard::wire::EthernetAddress;
+use switchyard::{DropReason, PortId, Vni};
+
+fn vni(n: u32) -> Vni {
+    Vni::new(n).unwrap()
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+const REMOTE_B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+const REMOTE_C: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
+const REMOTE_D: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 4));
+const LOCAL_MAC: EthernetAddress = EthernetAddress([0x02, 0xee, 0, 0, 0, 1]);
+const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]);
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, n]
+}
+
+/// VNI 100 on access ports 1, 2, 3 and trunk port 9 (VLAN 10), flooding to B, C and D;
+/// VNI 200 on port 4 and trunk port 9 (VLAN 20), flooding to B.
+fn config() -> SwitchConfig {
+    let mut v100 = VniSettings::new(vni(100), vec![REMOTE_B, REMOTE_C, REMOTE_D]);
+    v100.suppress_arp_nd = true;
+    SwitchConfig {
+        underlay: UnderlayConfig {
+            local_ip: LOCAL,
+            local_mac: LOCAL_MAC,
+            next_hop: switchyard::switch::NextHop::Static {
+                default: GATEWAY_MAC,
+                per_vtep: Vec::new(),
+            },
+            encap: EncapConfig::default(),
+            decap: DecapConfig::default(),
+        },
+        ports: [1, 2, 3]
+            .map(|p| PortConfig {
+                id: PortId(p),
+                mode: PortMode::Access(vni(100)),
+                security: None,
+            })
+            .into_iter()
+            .chain([
+                PortConfig {
+                    id: PortId(4),
+                    mode: PortMode::Access(vni(200)),
+                    security: None,
+                },
+                PortConfig {
+                    id: PortId(9),
+                    mode: PortMode::Trunk(vec![(10, vni(100)), (20, vni(200))]),
+                    security: None,
+                },
+            ])
+            .collect(),
+        vnis: vec![v100, VniSettings::new(vni(200), vec![REMOTE_B])],
+        static_entries: vec![StaticEntry {
+            vni: vni(100),
+            mac: EthernetAddress(mac(0x55)),
+            destination: Destination::Port(PortId(3)),
+        }],
+        neighbors: vec![Neighbor {
+            vni: vni(100),
+            ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+            mac: EthernetAddress(mac(2)),
+        }],
+        fdb: FdbConfig {
+            capacity: 4096,
+            ..FdbConfig::default()
+        },
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame of 64 bytes.
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&50u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[198, 19, 0, src[5]]);
+    f[30..34].copy_from_slice(&[198, 19, 0, dst[5]]);
+    f
+}
+
+fn tagged(mut f: Vec<u8>, vid: u16) -> Vec<u8> {
+    let tag = [0x81, 0x00, (vid >> 8) as u8, vid as u8];
+    f.splice(12..12, tag);
+    f
+}
+
+/// A frame from remote VTEP `from` in `vni`, encapsulated as that VTEP would.
+fn from_vtep(from: IpAddr, vni: Vni, inner: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (from, LOCAL) else {
+        unreachable!()
+    };
+    let template = EncapTemplate::new(
+        &EncapConfig::default(),
+        &Underlay::ipv4(GATEWAY_MAC, LOCAL_MAC, src, dst),
+        vni,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 50 + inner.len()];
+    buf[50..].copy_from_slice(inner);
+    let range = template
+        .encap(&mut buf, 50..50 + inner.len(), &mut IpIdent::new(0))
+        .unwrap();
+    buf[range].to_vec()
+}
+
+/// Runs one frame through the switch; returns (egress, frame) per action.
+fn run(
+    switch: &Switch,
+    worker: &mut Worker,
+    ingress: Ingress,
+    mut bytes: Vec<u8>,
+) -> Vec<(Egress, Vec<u8>)> {
+    let mut output = Output::default();
+    let mut batch = [Received {
+        ingress,
+        frame: &mut bytes,
+    }];
+    switch.process(worker, &mut batch, Instant::from_secs(1), &mut output);
+    let c = &worker.counters;
+    assert_eq!(c.received, c.forwarded + c.dropped.total() + c.consumed);
+    output
+        .actions
+        .iter()
+        .map(|a| (a.egress, output.frame(a, &batch)))
+        .collect()
+}
+
+fn outer_dst(frame: &[u8]) -> IpAddr {
+    IpAddr::from(<[u8; 4]>::try_from(&frame[30..34]).unwrap())
+}
+
+#[test]
+fn broadcast_from_a_port_floods_once_to_every_member_but_the_ingress() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(1)),
+    );
+    let mut ports: Vec<u32> = out
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Egress::Port(p) => Some(p.0),
+            Egress::Underlay => None,
+        })
+        .collect();
+    ports.sort();
+    assert_eq!(ports, [2, 3, 9], "local ports of VNI 100 but the ingress");
+    let mut vteps: Vec<IpAddr> = out
+        .iter()
+        .filter(|(e, _)| *e == Egress::Underlay)
+        .map(|(_, f)| outer_dst(f))
+        .collect();
+    vteps.sort();
+    assert_eq!(
+        vteps,
+        [REMOTE_B, REMOTE_C, REMOTE_D],
+        "one copy per remote VTEP"
+    );
+    // The trunk copy carries VLAN 10, the access copies are untagged and unchanged.
+    let trunk = &out
+        .iter()
+        .find(|(e, _)| *e == Egress::Port(PortId(9)))
+        .unwrap()
+        .1;
+    assert_eq!(trunk, &tagged(frame([0xff; 6], mac(1)), 10));
+    let access = &out
+        .iter()
+        .find(|(e, _)| *e == Egress::Port(PortId(2)))
+        .unwrap()
+        .1;
+    assert_eq!(access, &frame([0xff; 6], mac(1)));
+    assert_eq!(worker.counters.forwarded, 1);
+    assert_eq!(worker.counters.sent, 6);
+}
+
+#[test]
+fn from_the_underlay_floods_to_local_ports_only() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    let inner = frame([0xff; 6], mac(0x20));
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Underlay,
+        from_vtep(REMOTE_B, vni(100), &inner),
+    );
+    let mut egresses: Vec<Egress> = out.iter().map(|(e, _)| *e).collect();
+    egresses.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        egresses,
+        [1, 2, 3, 9].map(|p| Egress::Port(PortId(p))),
+        "split horizon: no VTEP gets a copy"
+    );
+    // Learned: the inner source MAC is behind B.
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(0x20))),
+        Some(Destination::Vtep(REMOTE_B))
+    );
+    // A frame from C for that MAC is never sent back into the tunnel.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Underlay,
+        from_vtep(REMOTE_C, vni(100), &frame(mac(0x20), mac(0x21))),
+    );
+    assert!(out.is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::SplitHorizon), 1);
+}
+
+#[test]
+fn known_unicast_goes_to_one_place() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(2)),
+    );
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(2), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0], (Egress::Port(PortId(2)), frame(mac(2), mac(1))));
+    // Back to the ingress port: nowhere to go.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame(mac(2), mac(7)),
+    );
+    assert!(out.is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::NoDestination), 1);
+}
+
+#[test]
+fn remote_unicast_is_encapsulated_to_its_vtep() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    let inner = frame(mac(1), mac(0x30));
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Underlay,
+        from_vtep(REMOTE_C, vni(100), &inner),
+    );
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x30), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    let (egress, outer) = &out[0];
+    assert_eq!(*egress, Egress::Underlay);
+    assert_eq!(outer_dst(outer), REMOTE_C);
+    let mut outer = outer.clone();
+    let d = switchyard::tunnel::decap(&DecapConfig::default(), &mut outer).unwrap();
+    assert_eq!(d.vni, vni(100));
+    assert_eq!(&outer[d.inner], &frame(mac(0x30), mac(1))[..]);
+}
+
+#[test]
+fn mac_moves_and_static_entries_do_not() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(9)),
+    );
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(9)),
+    );
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(9))),
+        Some(Destination::Port(PortId(2)))
+    );
+    assert_eq!(switch.fdb().counters().moved, 1);
+    // 02:..:55 is bound to port 3 by a static entry: from port 1 it is dropped.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(0x55)),
+    );
+    assert!(out.is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::FdbStaticMove), 1);
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(0x55))),
+        Some(Destination::Port(PortId(3)))
+    );
+}
+
+#[test]
+fn arp_for_a_known_neighbor_is_answered_not_flooded() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    let request = switchyard::switch::neighbor::ArpRequest {
+        sender_mac: EthernetAddress(mac(1)),
+        sender_ip: Ipv4Addr::new(198, 19, 0, 1),
+        target_ip: Ipv4Addr::new(198, 19, 0, 2),
+    };
+    let mut arp = vec![0u8; 42];
+    // A request as a host sends it: broadcast, written by the resolver's writer.
+    switchyard::switch::neighbor::write_arp_request(
+        request.sender_mac,
+        request.sender_ip,
+        request.target_ip,
+        &mut arp,
+    )
+    .unwrap();
+    let out = run(&switch, &mut worker, Ingress::Port(PortId(1)), arp.clone());
+    assert_eq!(out.len(), 1, "answered, not flooded");
+    let mut expected = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_reply(&request, EthernetAddress(mac(2)), &mut expected)
+        .unwrap();
+    assert_eq!(out[0], (Egress::Port(PortId(1)), expected));
+    assert_eq!(worker.counters.consumed, 1);
+    // An unknown target floods as usual.
+    switchyard::switch::neighbor::write_arp_request(
+        request.sender_mac,
+        request.sender_ip,
+        Ipv4Addr::new(198, 19, 0, 99),
+        &mut arp,
+    )
+    .unwrap();
+    let out = run(&switch, &mut worker, Ingress::Port(PortId(1)), arp);
+    assert_eq!(out.len(), 6);
+}
+
+#[test]
+fn trunk_vlans_map_to_vnis() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    // VLAN 20 is VNI 200: port 4 and VTEP B get it, untagged inside.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(9)),
+        tagged(frame([0xff; 6], mac(0x40)), 20),
+    );
+    let mut egresses: Vec<String> = out.iter().map(|(e, _)| format!("{e:?}")).collect();
+    egresses.sort();
+    assert_eq!(egresses, ["Port(PortId(4))", "Underlay"]);
+    let port4 = &out
+        .iter()
+        .find(|(e, _)| *e == Egress::Port(PortId(4)))
+        .unwrap()
+        .1;
+    assert_eq!(port4, &frame([0xff; 6], mac(0x40)));
+    // Unmapped VLAN and untagged frames on a trunk are dropped.
+    for bytes in [
+        tagged(frame([0xff; 6], mac(0x41)), 30),
+        frame([0xff; 6], mac(0x41)),
+    ] {
+        assert!(run(&switch, &mut worker, Ingress::Port(PortId(9)), bytes).is_empty());
+    }
+    assert_eq!(worker.counters.dropped.get(DropReason::VlanUnmapped), 2);
+    // A tagged frame on an access port of a VNI that carries no tags.
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        tagged(frame([0xff; 6], mac(0x42)), 10)
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::InnerVlanTagged), 1);
+}
+
+#[test]
+fn unknown_port_and_vni_are_dropped_and_counted() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(77)),
+        frame([0xff; 6], mac(1))
+    )
+    .is_empty());
+    let inner = frame([0xff; 6], mac(0x20));
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Underlay,
+        from_vtep(REMOTE_B, vni(999), &inner)
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::PortUnknown), 1);
+    assert_eq!(worker.counters.dropped.get(DropReason::VniUnknown), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+    /// Per-VNI isolation: whatever enters in VNI 200 (port 4, trunk VLAN 20, or the tunnel
+    /// with VNI 200) never leaves on a port of VNI 100 only, on the trunk tagged 10, or in a
+    /// tunnel with another VNI; and the counter invariant holds for any bytes on any port.
+    #[test]
+    fn vni_isolation(
+        frames in prop::collection::vec(
+            (0usize..3, any::<[u8; 6]>(), any::<[u8; 6]>(), prop::collection::vec(any::<u8>(), 0..80)),
+            1..40,
+        )
+    ) {
+        let switch = Switch::new(config()).unwrap();
+        let mut worker = switch.worker();
+        for (kind, dst, src, tail) in frames {
+            let mut inner = frame(dst, src);
+            inner.extend_from_slice(&tail);
+            let (ingress, bytes) = match kind {
+                0 => (Ingress::Port(PortId(4)), inner),
+                1 => (Ingress::Port(PortId(9)), tagged(inner, 20)),
+                _ => (Ingress::Underlay, from_vtep(REMOTE_B, vni(200), &inner)),
+            };
+            for (egress, out) in run(&switch, &mut worker, ingress, bytes) {
+                match egress {
+                    Egress::Port(PortId(4)) => {}
+                    Egress::Port(PortId(9)) => {
+                        prop_assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 20][..]);
+                    }
+                    Egress::Port(other) => prop_assert!(false, "left VNI 200 on {other:?}"),
+                    Egress::Underlay => {
+                        let mut out = out;
+                        let d = switchyard::tunnel::decap(&DecapConfig::default(), &mut out).unwrap();
+                        prop_assert_eq!(d.vni, vni(200));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arbitrary bytes on any ingress never panic and keep the counter invariant (checked
+    /// in `run`).
+    #[test]
+    fn arbitrary_frames(
+        frames in prop::collection::vec((0u32..11, prop::collection::vec(any::<u8>(), 0..200)), 1..30)
+    ) {
+        let switch = Switch::new(config()).unwrap();
+        let mut worker = switch.worker();
+        for (port, bytes) in frames {
+            let ingress = if port == 10 { Ingress::Underlay } else { Ingress::Port(PortId(port)) };
+            run(&switch, &mut worker, ingress, bytes);
+        }
+    }
+}
+
+#[test]
+fn port_security_drops_spoofed_sources() {
+    let mut config = config();
+    config.ports[0].security = Some(switchyard::switch::PortSecurity {
+        macs: vec![EthernetAddress(mac(1))],
+        ips: vec![IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1))],
+    });
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+    // frame() puts 198.19.0.<last MAC byte> as the IPv4 source.
+    assert_eq!(
+        run(
+            &switch,
+            &mut worker,
+            Ingress::Port(PortId(1)),
+            frame([0xff; 6], mac(1))
+        )
+        .len(),
+        6,
+        "the allowed MAC and IP pass"
+    );
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(7))
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::SpoofedSourceMac), 1);
+    let mut spoofed_ip = frame([0xff; 6], mac(1));
+    spoofed_ip[26..30].copy_from_slice(&[198, 19, 0, 66]);
+    assert!(run(&switch, &mut worker, Ingress::Port(PortId(1)), spoofed_ip).is_empty());
+    // ARP claiming another sender IP.
+    let mut arp = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_request(
+        EthernetAddress(mac(1)),
+        Ipv4Addr::new(198, 19, 0, 66),
+        Ipv4Addr::new(198, 19, 0, 99),
+        &mut arp,
+    )
+    .unwrap();
+    assert!(run(&switch, &mut worker, Ingress::Port(PortId(1)), arp.clone()).is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::SpoofedSourceIp), 2);
+    // An ARP probe (sender 0.0.0.0) is allowed.
+    arp[28..32].fill(0);
+    assert!(!run(&switch, &mut worker, Ingress::Port(PortId(1)), arp).is_empty());
+    // The spoofed source was never learned.
+    assert_eq!(switch.fdb().lookup(vni(100), EthernetAddress(mac(7))), None);
+    // Port 2 has no security.
+    assert!(!run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(7))
+    )
+    .is_empty());
+}
+
+#[test]
+fn learned_entries_age_only_from_their_own_traffic() {
+    let mut config = config();
+    config.vnis[0].ageing = std::time::Duration::from_secs(10);
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+    let mut output = Output::default();
+    let mut send = |port: u32, bytes: Vec<u8>, second: u64| {
+        let mut bytes = bytes;
+        let mut batch = [Received {
+            ingress: Ingress::Port(PortId(port)),
+            frame: &mut bytes,
+        }];
+        switch.process(
+            &mut worker,
+            &mut batch,
+            Instant::from_secs(second),
+            &mut output,
+        );
+    };
+    send(2, frame([0xff; 6], mac(2)), 0);
+    // Traffic towards mac(2) for 20 s does not keep it alive...
+    for second in 1..20 {
+        send(1, frame(mac(2), mac(1)), second);
+    }
+    switch.fdb().age(Instant::from_secs(20));
+    assert_eq!(switch.fdb().lookup(vni(100), EthernetAddress(mac(2))), None);
+    // ...while mac(1), which sent all along, stays.
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(1))),
+        Some(Destination::Port(PortId(1)))
+    );
+}
+
+#[test]
+fn reconfiguration_applies_to_the_next_batch_and_refusals_change_nothing() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    // Learn a MAC on port 2, then take port 2 out of the configuration and VTEP D out of
+    // VNI 100's flood list.
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(2)),
+    );
+    let mut changed = config();
+    changed.ports.retain(|p| p.id != PortId(2));
+    changed.vnis[0].remote_vteps.retain(|&ip| ip != REMOTE_D);
+    switch.reconfigure(changed.clone()).unwrap();
+    assert_eq!(switch.generation(), 1);
+    assert_eq!(
+        switch.fdb().lookup(vni(100), EthernetAddress(mac(2))),
+        None,
+        "flushed"
+    );
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame([0xff; 6], mac(1)),
+    );
+    let mut egresses: Vec<String> = out
+        .iter()
+        .map(|(e, f)| match e {
+            Egress::Port(p) => format!("port {}", p.0),
+            Egress::Underlay => format!("vtep {}", outer_dst(f)),
+        })
+        .collect();
+    egresses.sort();
+    assert_eq!(
+        egresses,
+        ["port 3", "port 9", "vtep 198.18.0.2", "vtep 198.18.0.3"]
+    );
+    // Frames from the removed port are now dropped.
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(2)),
+        frame([0xff; 6], mac(2))
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.get(DropReason::PortUnknown), 1);
+    // The per-port counters followed the ports: port 2 is gone, port 1 kept its counts.
+    assert!(worker.counters.ports.iter().all(|(p, _)| *p != PortId(2)));
+    let port1 = worker
+        .counters
+        .ports
+        .iter()
+        .find(|(p, _)| *p == PortId(1))
+        .unwrap()
+        .1;
+    assert_eq!(port1.received, 1);
+
+    // An invalid change is refused, naming the fault, and nothing changes.
+    let mut invalid = changed.clone();
+    invalid.ports.push(PortConfig::access(PortId(1), vni(100)));
+    assert_eq!(
+        switch.reconfigure(invalid),
+        Err(switchyard::switch::ConfigError::DuplicatePort(PortId(1)))
+    );
+    assert_eq!(switch.generation(), 1);
+    assert_eq!(switch.config(), changed);
+    let mut resized = changed.clone();
+    resized.fdb.capacity *= 2;
+    assert_eq!(
+        switch.reconfigure(resized),
+        Err(switchyard::switch::ConfigError::FdbBoundsFixed)
+    );
+    // A static entry added at run time takes effect.
+    let mut with_static = changed;
+    with_static.static_entries.push(StaticEntry {
+        vni: vni(100),
+        mac: EthernetAddress(mac(0x77)),
+        destination: Destination::Vtep(REMOTE_C),
+    });
+    switch.reconfigure(with_static).unwrap();
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x77), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(outer_dst(&out[0].1), REMOTE_C);
+}
+
+#[test]
+fn underlay_next_hops_are_resolved_with_arp() {
+    use switchyard::switch::neighbor::{parse_arp_request, write_arp_reply, ArpRequest};
+    use switchyard::switch::NextHop;
+
+    const B_MAC: EthernetAddress = EthernetAddress([0x02, 0xbb, 0, 0, 0, 2]);
+    const C_MAC: EthernetAddress = EthernetAddress([0x02, 0xcc, 0, 0, 0, 3]);
+    let mut config = config();
+    config.underlay.next_hop = NextHop::Resolve {
+        prefix_len: 24,
+        gateway: None,
+        supplied: vec![(REMOTE_C, C_MAC)],
+    };
+    for (n, vtep) in [(0x61, REMOTE_B), (0x62, REMOTE_C), (0x63, REMOTE_D)] {
+        config.static_entries.push(StaticEntry {
+            vni: vni(100),
+            mac: EthernetAddress(mac(n)),
+            destination: Destination::Vtep(vtep),
+        });
+    }
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+
+    // To B: not resolved yet. The frame is dropped and an ARP request goes out instead.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x61), mac(1)),
+    );
+    assert_eq!(
+        worker.counters.dropped.get(DropReason::NextHopUnresolved),
+        1
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Egress::Underlay);
+    let request = parse_arp_request(&out[0].1).expect("an ARP request");
+    assert_eq!(
+        (
+            request.sender_mac,
+            IpAddr::V4(request.sender_ip),
+            IpAddr::V4(request.target_ip)
+        ),
+        (LOCAL_MAC, LOCAL, REMOTE_B)
+    );
+    // B answers (as its kernel would); the answer is consumed.
+    let mut reply = vec![0u8; 42];
+    let asked = ArpRequest {
+        sender_mac: LOCAL_MAC,
+        sender_ip: Ipv4Addr::new(198, 18, 0, 1),
+        target_ip: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    write_arp_reply(&asked, B_MAC, &mut reply).unwrap();
+    assert!(run(&switch, &mut worker, Ingress::Underlay, reply).is_empty());
+    assert_eq!(worker.counters.consumed, 1);
+    // Now the frame goes out, to B's MAC.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x61), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[..6], B_MAC.0, "outer destination MAC");
+    assert_eq!(outer_dst(&out[0].1), REMOTE_B);
+
+    // C's MAC was supplied by the host: no probe, straight out.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x62), mac(1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[..6], C_MAC.0);
+
+    // D never answers: a probe now and two retries from the timers, then it has failed.
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(1)),
+        frame(mac(0x63), mac(1)),
+    );
+    assert_eq!(out.len(), 1, "the first probe");
+    let mut output = Output::default();
+    let mut probes = 0;
+    for second in 2..6 {
+        switch.poll(Instant::from_secs(second), &mut output);
+        probes += output.actions.len();
+    }
+    assert_eq!(probes, 2, "two retries, then failed");
+    let failed = switch
+        .next_hops()
+        .into_iter()
+        .find(|(ip, _, _)| *ip == REMOTE_D)
+        .unwrap();
+    assert!(matches!(
+        failed.2,
+        switchyard::switch::resolver::EntryState::Failed { .. }
+    ));
+}
