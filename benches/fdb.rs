@@ -13,6 +13,14 @@
 //! the `RwLock` is read-locked once per batch (as a backend would, per receive batch);
 //! dashmap locks a shard per lookup, as its `get` does.
 //!
+//! `switchyard` measures the batch API, [`Fdb::lookup_batch`] (and [`Fdb::learn_batch`] in
+//! `fdb_learn`): the switch pipeline's way of using the table, a receive batch at a time, which
+//! touches the home buckets of a group of keys before looking any of them up so that their
+//! cache misses overlap. The peers have no batch API, so they run one lookup after another as
+//! before (their misses overlap only as far as the out-of-order core finds them on its own).
+//! `switchyard_single` (and `*_single` in `fdb_learn`) is the same table with one-at-a-time
+//! [`Fdb::lookup`] ([`Fdb::learn`]), the like-for-like comparison with the peers.
+//!
 //! Groups:
 //! - `fdb_lookup`: 100k entries, one thread.
 //! - `fdb_lookup_1m`: 1M entries, one thread.
@@ -22,7 +30,8 @@
 //! - `fdb_learn`, in the 100k table, over a working set of 8k MACs (the active senders; the
 //!   lookup groups are the ones that measure cold, random access): `refresh_existing` (the
 //!   clock advances every batch, so each learn of an existing entry stores its new tick) and
-//!   `insert_new` (a batch of new MACs, removed again outside the timed section).
+//!   `insert_new` (a batch of new MACs, removed again outside the timed section), each with
+//!   `learn_batch` and, as `*_single`, with one `learn` after another.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -145,7 +154,20 @@ fn lookups(c: &mut Criterion, group_name: &str, len: usize) {
     {
         let fdb = workload.fdb(0);
         let mut i = 0;
+        let mut found = vec![None; BATCH];
         group.bench_function("switchyard", |b| {
+            b.iter(|| {
+                i += 1;
+                fdb.lookup_batch(workload.batch(i), &mut found);
+                let mut sum = 0u64;
+                for destination in &found {
+                    sum = sum.wrapping_add(fold(destination.as_ref()));
+                }
+                black_box(sum)
+            })
+        });
+        let mut i = 0;
+        group.bench_function("switchyard_single", |b| {
             b.iter(|| {
                 i += 1;
                 let mut sum = 0u64;
@@ -351,7 +373,25 @@ fn fdb_learn(c: &mut Criterion) {
 
     let mut i = 0;
     let mut second = 10u64;
+    let mut outcomes = vec![Learn::Fresh; BATCH];
+    let sources: Vec<(Vni, EthernetAddress, Destination)> = workload.entries[..WORKING_SET * BATCH]
+        .iter()
+        .map(|&((vni, mac), destination)| (vni, mac, destination))
+        .collect();
     group.bench_function("refresh_existing", |b| {
+        b.iter(|| {
+            i += 1;
+            second += 1;
+            let batch = &sources[(i % WORKING_SET) * BATCH..(i % WORKING_SET + 1) * BATCH];
+            fdb.learn_batch(batch, Instant::from_secs(second), &mut outcomes);
+            let refreshed = outcomes
+                .iter()
+                .filter(|&&outcome| outcome == Learn::Refreshed)
+                .count();
+            black_box(refreshed)
+        })
+    });
+    group.bench_function("refresh_existing_single", |b| {
         b.iter(|| {
             i += 1;
             second += 1;
@@ -376,7 +416,34 @@ fn fdb_learn(c: &mut Criterion) {
         }
     }
     let mut round = 0;
+    let fresh_sources: Vec<(Vni, EthernetAddress, Destination)> = fresh
+        .iter()
+        .enumerate()
+        .map(|(n, &(vni, mac))| (vni, mac, destination(n % BATCH)))
+        .collect();
     group.bench_function("insert_new", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = WallDuration::ZERO;
+            for _ in 0..iterations {
+                round += 1;
+                let range = (round % WORKING_SET) * BATCH..(round % WORKING_SET + 1) * BATCH;
+                let now = Instant::from_secs(20);
+                let start = WallInstant::now();
+                fdb.learn_batch(&fresh_sources[range.clone()], now, &mut outcomes);
+                total += start.elapsed();
+                let inserted = outcomes
+                    .iter()
+                    .filter(|&&outcome| outcome == Learn::Inserted)
+                    .count();
+                assert_eq!(black_box(inserted), BATCH);
+                for &(vni, mac) in &fresh[range] {
+                    fdb.remove(vni, mac);
+                }
+            }
+            total
+        })
+    });
+    group.bench_function("insert_new_single", |b| {
         b.iter_custom(|iterations| {
             let mut total = WallDuration::ZERO;
             for _ in 0..iterations {

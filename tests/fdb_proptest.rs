@@ -408,6 +408,16 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(&entries, &model.entries(), "after {}: {:?}", step, op);
         prop_assert_eq!(fdb.len(), model.entries.len());
         prop_assert_eq!(fdb.ipv6_vteps(), model.live_v6().len());
+        // The batch lookup of every key (hits and misses) agrees with the model too.
+        let keys: Vec<(Vni, EthernetAddress)> = (0..VNIS.len())
+            .flat_map(|v| (0..MACS).map(move |m| (vni(v), mac(m))))
+            .collect();
+        let mut found = vec![None; keys.len()];
+        fdb.lookup_batch(&keys, &mut found);
+        for (&(v, m), found) in keys.iter().zip(&found) {
+            let expected = model.entries.get(&(v, m.0)).map(|e| e.destination);
+            prop_assert_eq!(*found, expected, "batch, after {}: {:?}", step, op);
+        }
         for v in 0..VNIS.len() {
             prop_assert_eq!(fdb.vni_len(vni(v)), model.vni_len(vni(v)));
             for m in 0..MACS {

@@ -99,8 +99,11 @@ fn reader_vs_remove() {
         let fdb = Arc::new(tiny());
         fdb.learn(vni(), mac(1), v4(1), NOW);
         fdb.learn(vni(), mac(2), port(2), NOW);
+        // The batch lookup: each key its own linearizable read, like `lookup`.
         let read = reader(&fdb, |fdb| {
-            (fdb.lookup(vni(), mac(1)), fdb.lookup(vni(), mac(2)))
+            let mut found = [None; 2];
+            fdb.lookup_batch(&[(vni(), mac(1)), (vni(), mac(2))], &mut found);
+            (found[0], found[1])
         });
         assert_eq!(fdb.remove(vni(), mac(1)), Some(v4(1)));
         let (seen, neighbour) = read.join().unwrap();

@@ -44,7 +44,7 @@ const META_KIND_MASK: u32 = 0b11;
 const META_VALUE_BITS: u32 = META_STATIC | (META_KIND_MASK << META_KIND_SHIFT);
 
 /// A (VNI, MAC) key split into the words a slot stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Key {
     /// MAC bytes 2..6, big endian.
     low: u32,
@@ -151,10 +151,12 @@ impl Bucket {
         }
     }
 
-    /// The 16-bit metadata of `slot` out of the two metadata words.
+    /// The 16-bit metadata of `slot` out of the two metadata words: one shift of the two
+    /// words joined (indexing the pair with a variable slot would spill it to the stack).
     #[inline]
     fn slot_meta(meta: [u32; 2], slot: usize) -> u32 {
-        (meta[(slot >> 1) & 1] >> ((slot & 1) * 16)) & 0xFFFF
+        let both = u64::from(meta[0]) | (u64::from(meta[1]) << 32);
+        (both >> ((slot & 3) * 16)) as u32 & 0xFFFF
     }
 
     #[inline]
@@ -168,28 +170,36 @@ impl Bucket {
     /// The slot of `key` in this bucket, if present. Relaxed loads: the caller validates them
     /// with the sequence, or holds the writer lock.
     ///
-    /// Branch-free until the end: all four slots are compared and the matches folded into a
-    /// bit mask, so a hit costs no misprediction on which slot it is in (all the words are in
-    /// the one cache line anyway).
+    /// Two steps: the low key words (MAC bytes 2..6) of all four slots are compared without a
+    /// branch into a mask of candidates, then only a candidate's metadata and high word are
+    /// checked. Nearly always there is one candidate (a hit) or none (a miss), so both
+    /// branches are predictable and a lookup does about half the work of comparing every
+    /// word of every slot. An empty slot's words are zero, so a low word of zero may match
+    /// one: the occupied bit in the metadata rules it out.
     #[inline]
     fn scan(&self, key: Key) -> Option<(usize, Value)> {
-        let meta = self.load_meta();
-        let wanted = META_OCCUPIED | key.vni_high;
-        let mut matches = 0u32;
+        let mut candidates = 0u32;
         for (slot, words) in self.slots.iter().enumerate() {
-            let m = Self::slot_meta(meta, slot);
-            let hit = u32::from(m & (META_OCCUPIED | META_VNI_HIGH) == wanted)
-                & u32::from(words[0].load(Ordering::Relaxed) == key.low)
-                & u32::from(words[1].load(Ordering::Relaxed) == key.high);
-            matches |= hit << slot;
+            candidates |= u32::from(words[0].load(Ordering::Relaxed) == key.low) << slot;
         }
-        if matches == 0 {
+        if candidates == 0 {
             return None;
         }
-        let slot = matches.trailing_zeros() as usize;
-        let words = self.slots.get(slot)?;
-        let m = Self::slot_meta(meta, slot);
-        Some((slot, Value::from_meta(m, words[2].load(Ordering::Relaxed))))
+        let meta = self.load_meta();
+        let wanted = META_OCCUPIED | key.vni_high;
+        while candidates != 0 {
+            // `candidates` has four bits: the mask only spares the bounds check.
+            let slot = candidates.trailing_zeros() as usize & (SLOTS_PER_BUCKET - 1);
+            let words = self.slots.get(slot)?;
+            let m = Self::slot_meta(meta, slot);
+            if m & (META_OCCUPIED | META_VNI_HIGH) == wanted
+                && words[1].load(Ordering::Relaxed) == key.high
+            {
+                return Some((slot, Value::from_meta(m, words[2].load(Ordering::Relaxed))));
+            }
+            candidates &= candidates - 1;
+        }
+        None
     }
 
     /// Key and value of `slot` if it is occupied (relaxed loads, see `scan`).
@@ -289,22 +299,55 @@ impl Table {
         self.buckets.len()
     }
 
+    /// The bucket where the probe for `key` starts.
     #[inline]
-    fn home(&self, key: Key) -> usize {
+    pub(super) fn home(&self, key: Key) -> usize {
         // The high bits of the folded product are the best mixed.
         (key.hash(self.seed) >> 32) as usize & self.mask
+    }
+
+    /// Starts bringing bucket `index` (a [`Table::home`]) into the cache: one relaxed load of
+    /// its sequence word, whose value the caller must fold into a value it passes to
+    /// `core::hint::black_box` (so that the load is not removed; a relaxed load has no cost
+    /// beyond the cache miss it starts and cannot change what any reader sees). Portable and
+    /// without `unsafe`: `_mm_prefetch` is a `#[target_feature]` function, so calling it needs
+    /// `unsafe` on stable Rust even where SSE is enabled. Unlike a prefetch instruction the
+    /// load occupies the reorder buffer until its line arrives, which is why the batch
+    /// operations touch a few buckets at a time rather than all of them at once.
+    ///
+    /// Under loom it loads nothing: it changes no result, and the model stays small.
+    #[inline]
+    pub(super) fn touch(&self, index: usize) -> u32 {
+        #[cfg(not(switchyard_loom))]
+        {
+            self.buckets
+                .get(index)
+                .map_or(0, |bucket| bucket.sequence.load(Ordering::Relaxed))
+        }
+        #[cfg(switchyard_loom)]
+        {
+            let _ = index;
+            0
+        }
     }
 
     /// Finds `key` without locking. `read` turns the slot's value into the result inside the
     /// read section (it may read other memory that writers change only after changing this
     /// bucket, such as the IPv6 VTEP table); it may run more than once.
     #[inline]
-    pub(super) fn find<R>(
+    pub(super) fn find<R>(&self, key: Key, read: impl FnMut(Value) -> R) -> Option<(SlotRef, R)> {
+        self.find_from(key, self.home(key), read)
+    }
+
+    /// [`Table::find`] with the key's home bucket already computed ([`Table::home`]).
+    #[inline]
+    pub(super) fn find_from<R>(
         &self,
         key: Key,
+        home: usize,
         mut read: impl FnMut(Value) -> R,
     ) -> Option<(SlotRef, R)> {
-        let mut index = self.home(key);
+        let mut index = home & self.mask;
         for _ in 0..self.buckets.len() {
             let bucket = self.buckets.get(index)?;
             let (hit, overflow) = bucket.read(|b| match b.scan(key) {
@@ -353,6 +396,23 @@ impl Table {
                 })
             })
         })
+    }
+
+    /// [`Table::touch`] for the last-seen ticks of bucket `index`' slots (one cache line holds
+    /// the ticks of four buckets), which a refresh stores to.
+    #[inline]
+    pub(super) fn touch_last_seen(&self, index: usize) -> u32 {
+        #[cfg(not(switchyard_loom))]
+        {
+            self.last_seen
+                .get(index.wrapping_mul(SLOTS_PER_BUCKET))
+                .map_or(0, |tick| tick.load(Ordering::Relaxed))
+        }
+        #[cfg(switchyard_loom)]
+        {
+            let _ = index;
+            0
+        }
     }
 
     /// The last-seen tick of a slot.

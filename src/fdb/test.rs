@@ -546,3 +546,120 @@ fn keys_round_trip() {
         assert_eq!(key.mac(), EthernetAddress(m));
     }
 }
+
+/// xorshift64*, for the batch tests' random keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// One of few VNIs and few MACs, so that the same MAC shows up in several VNIs.
+    fn key(&mut self) -> (Vni, EthernetAddress) {
+        let r = self.next();
+        (vni(1 + (r % 3) as u32), mac((r >> 8) as u32 % 700))
+    }
+
+    fn destination(&mut self) -> Destination {
+        let r = self.next();
+        match r % 3 {
+            0 => port((r >> 8) as u32 % 8),
+            1 => v4((r >> 8) as u8),
+            _ => v6((r >> 8) as u16 % 3),
+        }
+    }
+}
+
+#[test]
+fn lookup_batch_gives_what_lookup_gives() {
+    // Full to the capacity bound (75 % of the slots), so that some probes pass full buckets.
+    let fdb = small(512);
+    let mut rng = Rng(0x0BAD_5EED);
+    while fdb.len() < 512 {
+        let (v, m) = rng.key();
+        let to = rng.destination();
+        if rng.next().is_multiple_of(8) {
+            fdb.insert_static(v, m, to).unwrap();
+        } else {
+            fdb.learn(v, m, to, secs(1));
+        }
+    }
+    let keys: Vec<(Vni, EthernetAddress)> = (0..2000).map(|_| rng.key()).collect();
+    let expected: Vec<Option<Destination>> = keys.iter().map(|&(v, m)| fdb.lookup(v, m)).collect();
+    assert!(expected.iter().any(Option::is_some) && expected.iter().any(Option::is_none));
+    // Batches shorter than, equal to and longer than a prefetch group, and odd lengths.
+    for len in [0, 1, 2, 15, 16, 17, 33, 100, 2000] {
+        for start in [0, 7.min(keys.len() - len), keys.len() - len] {
+            let mut out = vec![Some(port(999)); len];
+            fdb.lookup_batch(&keys[start..start + len], &mut out);
+            assert_eq!(out, &expected[start..start + len], "{len} at {start}");
+        }
+    }
+    // Lengths that differ: only the common prefix is written.
+    let mut out = vec![Some(port(999)); 40];
+    fdb.lookup_batch(&keys[..20], &mut out);
+    assert_eq!(out[..20], expected[..20]);
+    assert!(out[20..].iter().all(|d| *d == Some(port(999))));
+    let mut out = vec![None; 20];
+    fdb.lookup_batch(&keys[..40], &mut out);
+    assert_eq!(out, expected[..20]);
+    // Prefetching changes nothing.
+    for &(v, m) in &keys {
+        fdb.prefetch(v, m);
+    }
+    assert_eq!(fdb.len(), 512);
+}
+
+#[test]
+fn learn_batch_gives_what_learn_gives() {
+    // Two tables fed the same frames, one at a time and in batches: same outcomes, same
+    // entries, same counters. Small bounds, so that refusals, moves, static drops and
+    // invalid sources all happen.
+    let one = small(300);
+    let batched = small(300);
+    let mut rng = Rng(0xFEED_F00D);
+    for round in 0..40u64 {
+        if round % 10 == 3 {
+            let (v, m) = rng.key();
+            let to = rng.destination();
+            assert_eq!(one.insert_static(v, m, to), batched.insert_static(v, m, to));
+        }
+        let len = (rng.next() % 40) as usize;
+        let sources: Vec<(Vni, EthernetAddress, Destination)> = (0..len)
+            .map(|n| {
+                let (v, m) = rng.key();
+                let m = if n % 17 == 5 {
+                    EthernetAddress([0x01, 0, 0x5e, 0, 0, 1])
+                } else {
+                    m
+                };
+                // Few destinations per key, so that refreshes outnumber moves.
+                let to = if rng.next().is_multiple_of(4) {
+                    rng.destination()
+                } else {
+                    port(1)
+                };
+                (v, m, to)
+            })
+            .collect();
+        let now = Instant::from_millis(1000 + round * 700);
+        let expected: Vec<Learn> = sources
+            .iter()
+            .map(|&(v, m, to)| one.learn(v, m, to, now))
+            .collect();
+        let mut out = vec![Learn::Disabled; len];
+        batched.learn_batch(&sources, now, &mut out);
+        assert_eq!(out, expected, "round {round}");
+        if round % 10 == 9 {
+            assert_eq!(one.age(now), batched.age(now));
+        }
+    }
+    assert_eq!(one.entries(secs(100)), batched.entries(secs(100)));
+    assert_eq!(one.counters(), batched.counters());
+    assert!(one.counters().learned > 0 && one.counters().moved > 0);
+    assert!(one.counters().refused_full > 0 || one.counters().refused_vtep_table_full > 0);
+}
