@@ -296,10 +296,10 @@ impl ConnTrack {
 
     #[inline]
     fn find_forward(&self, flow: &FlowKey) -> Option<u32> {
-        let mut cur = self.forward_buckets[self.bucket(flow)];
-        while cur != NIL {
-            let e = &self.entries[cur as usize];
-            if e.flow == *flow {
+        let mut cur = *self.forward_buckets.get(self.bucket(flow))?;
+        // NIL is past the end (the capacity is at most 2^31): the bounds check ends the chain.
+        while let Some(e) = self.entries.get(cur as usize) {
+            if e.flow.same(flow) {
                 return Some(cur);
             }
             cur = e.forward_next;
@@ -336,7 +336,8 @@ impl ConnTrack {
 
     #[inline]
     fn live(&mut self, id: u32, now: Instant) -> Option<EntryId> {
-        if now.as_nanos() >= self.entries[id as usize].deadline {
+        let deadline = self.entries.get(id as usize).map_or(0, |e| e.deadline);
+        if now.as_nanos() >= deadline {
             self.counters.expired += 1;
             self.release(id);
             return None;
@@ -344,7 +345,7 @@ impl ConnTrack {
         Some(EntryId(id))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn entry(&self, id: EntryId) -> &Entry {
         &self.entries[id.0 as usize]
     }
@@ -355,11 +356,11 @@ impl ConnTrack {
     pub(crate) fn touch(&mut self, id: EntryId, now: Instant, reply: bool, tcp_flags: u8) {
         self.counters.hits += 1;
         let i = id.0;
-        let (mut flags, protocol) = {
-            let e = &self.entries[i as usize];
-            (e.flags, e.flow.protocol)
+        let Some(e) = self.entries.get_mut(i as usize) else {
+            return;
         };
-        let was = flags;
+        let was = e.flags;
+        let mut flags = was;
         if reply {
             flags |= REPLIED;
         }
@@ -367,10 +368,8 @@ impl ConnTrack {
             flags |= CLOSING;
         }
         let now = now.as_nanos();
-        let deadline = now.saturating_add(self.timeout(protocol, flags));
-        let e = &mut self.entries[i as usize];
         e.flags = flags;
-        e.deadline = deadline;
+        e.deadline = now.saturating_add(timeout(&self.timeouts, e.flow.protocol, flags));
         let (from, to) = (list_of(was), list_of(flags));
         if from != to || (now.saturating_sub(e.moved) >= RECENCY_NANOS && self.lists[to].head != i)
         {
@@ -382,13 +381,7 @@ impl ConnTrack {
 
     #[inline]
     fn timeout(&self, protocol: Protocol, flags: u8) -> u64 {
-        let which = match protocol {
-            Protocol::Udp => 0,
-            Protocol::Tcp if flags & CLOSING != 0 => 1,
-            Protocol::Tcp if flags & REPLIED == 0 => 2,
-            Protocol::Tcp => 3,
-        };
-        self.timeouts[which]
+        timeout(&self.timeouts, protocol, flags)
     }
 
     /// Tracks a new forward flow to `backend`, making room if the table is full (see the
@@ -604,6 +597,18 @@ impl ConnTrack {
         }
         assert_eq!(free + self.len, self.entries.len());
     }
+}
+
+/// The timeout of an entry of `protocol` with `flags`, from `timeouts` (see `ConnTrack`).
+#[inline(always)]
+fn timeout(timeouts: &[u64; 4], protocol: Protocol, flags: u8) -> u64 {
+    let which = match protocol {
+        Protocol::Udp => 0,
+        Protocol::Tcp if flags & CLOSING != 0 => 1,
+        Protocol::Tcp if flags & REPLIED == 0 => 2,
+        Protocol::Tcp => 3,
+    };
+    timeouts[which]
 }
 
 #[inline]

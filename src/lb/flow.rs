@@ -124,6 +124,22 @@ impl FlowKey {
         }
     }
 
+    /// The ports, protocol and family in one word, for comparisons.
+    #[inline(always)]
+    fn tail(&self) -> u64 {
+        (u64::from(self.src_port) << 48)
+            | (u64::from(self.dst_port) << 32)
+            | (u64::from(self.protocol as u8) << 8)
+            | u64::from(self.ipv6)
+    }
+
+    /// `self == other`, as three comparisons folded into one branch (the derived `==` takes a
+    /// branch per field).
+    #[inline(always)]
+    pub(crate) fn same(&self, other: &FlowKey) -> bool {
+        ((self.src ^ other.src) | (self.dst ^ other.dst)) == 0 && self.tail() == other.tail()
+    }
+
     /// A 64-bit hash of the flow. With `seed == 0` this is the flow hash that picks a Maglev
     /// slot ([`crate::lb::Maglev::slot_of`]); it has no per-process key, so every node of a
     /// cluster running this version puts a flow in the same slot. Connection tracking passes
@@ -133,10 +149,7 @@ impl FlowKey {
     /// nanoseconds, far below SipHash, and good enough for table indexing (it is not a MAC).
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
-        let tail = (u64::from(self.src_port) << 48)
-            | (u64::from(self.dst_port) << 32)
-            | (u64::from(self.protocol as u8) << 8)
-            | u64::from(self.ipv6);
+        let tail = self.tail();
         let a = folded_multiply(
             (self.src as u64) ^ seed ^ K[0],
             ((self.src >> 64) as u64) ^ K[1],
@@ -217,7 +230,9 @@ mod test {
         ];
         for v in variants {
             assert_ne!(v.hash(0), f.hash(0), "{v:?}");
+            assert!(!v.same(&f) && !f.same(&v), "{v:?}");
         }
+        assert!(f.same(&{ f }));
         assert_ne!(f.hash(1), f.hash(0));
         assert_eq!(f.source_hash(), FlowKey { src_port: 9, ..f }.source_hash());
         assert_ne!(f.source_hash(), FlowKey { src: 7, ..f }.source_hash());

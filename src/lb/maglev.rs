@@ -19,13 +19,19 @@
 //! round, which is the paper's algorithm exactly, so shares are `floor(M/N)` or `ceil(M/N)`.
 //! A backend of weight 0 takes no turn and owns no slot.
 //!
-//! **Speed.** Preferences are generated on the fly with one addition and one conditional
-//! subtraction per step (never a multiplication or a division), the claimed slots are a bitmap
-//! (8 KiB for M = 65537, it stays in L1), and nothing is allocated but the table, the bitmap,
-//! the per-member state and, once, the list of the last free slots. Those last sqrt(M) claims
+//! **Speed.** Preferences are generated on the fly with additions and conditional
+//! subtractions (never a multiplication or a division), the claimed slots are a bitmap (8 KiB
+//! for M = 65537, it stays in L1), and nothing is allocated but the table, the bitmap, the
+//! per-member state (8 bytes a member) and, once, the list of the last free slots. The walk
+//! for a member's next free slot changes with the table's fill: while under a quarter is taken
+//! it tests one preference at a time (the first is almost always free, the branch predicted);
+//! fuller, the number of steps is random and a branch per step would mispredict at the end of
+//! nearly every walk, so it tests four, then (past seven eighths) eight preferences at once,
+//! without a branch between them, and takes the first free one. The last sqrt(M) claims
 //! would cost over half of all probes (a member walks about M / free preferences per claim);
 //! instead, the member's next slot is the free slot the fewest steps along its list,
-//! `(slot - next) * skip^-1 mod M` steps away, which gives the same table.
+//! `(slot - next) * skip^-1 mod M` steps away (a Barrett reduction, no division), which gives
+//! the same table.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -184,25 +190,227 @@ pub struct Maglev {
     size: TableSize,
 }
 
-/// Per-member state of the build, kept together for locality.
-#[derive(Clone, Copy)]
-struct Turn {
-    next: u32,
-    skip: u32,
-    /// `skip`'s inverse mod M, computed when the member first claims in the end game (0
-    /// until then: 0 is never an inverse).
-    inverse: u32,
-    weight: u64,
-    accumulated: u64,
+/// The order in which the members of a build take turns.
+trait Turns {
+    /// The position (in the builder's per-member arrays) of the member whose turn is next.
+    fn next_turn(&mut self) -> usize;
+}
+
+/// Equal weights: every member takes one turn per round, the paper's algorithm.
+struct RoundRobin {
+    members: usize,
+    position: usize,
+}
+
+impl Turns for RoundRobin {
+    #[inline(always)]
+    fn next_turn(&mut self) -> usize {
+        let p = self.position;
+        self.position = if p + 1 == self.members { 0 } else { p + 1 };
+        p
+    }
+}
+
+/// Katran's weighted turns: each member adds its weight to an accumulator in every round and
+/// takes a turn when it reaches the largest weight, which it then subtracts.
+struct Weighted {
+    /// (weight, accumulated) per member.
+    members: Vec<(u64, u64)>,
+    max_weight: u64,
+    position: usize,
+}
+
+impl Turns for Weighted {
+    #[inline]
+    fn next_turn(&mut self) -> usize {
+        // Terminates: a member of the largest weight takes a turn in every round.
+        loop {
+            let p = self.position;
+            self.position = if p + 1 == self.members.len() {
+                0
+            } else {
+                p + 1
+            };
+            if let Some((weight, accumulated)) = self.members.get_mut(p) {
+                *accumulated += *weight;
+                if *accumulated >= self.max_weight {
+                    *accumulated -= self.max_weight;
+                    return p;
+                }
+            }
+        }
+    }
+}
+
+/// The state of one build: the table, the bitmap of claimed slots, and per member of positive
+/// weight its index, its next preferred slot and its skip.
+struct Builder {
+    m: u32,
+    slots: Vec<u16>,
+    /// The claimed slots, a bit per slot; its length is a power of two, `word_mask + 1`, so
+    /// that a masked index needs no bounds check.
+    taken: Vec<u64>,
+    word_mask: usize,
+    index: Vec<u16>,
+    /// (next preferred slot, skip) per member, together: one load per turn.
+    walk: Vec<(u32, u32)>,
+}
+
+impl Builder {
+    /// Claims `slot` for the member at position `p`, whose next preference is the one after it.
+    #[inline(always)]
+    fn claim(&mut self, p: usize, slot: u32) {
+        let m = self.m;
+        if let Some(word) = self.taken.get_mut((slot / 64) as usize) {
+            *word |= 1u64 << (slot % 64);
+        }
+        if let (Some(s), Some(&index)) = (self.slots.get_mut(slot as usize), self.index.get(p)) {
+            *s = index;
+        }
+        if let Some((next, skip)) = self.walk.get_mut(p) {
+            let n = slot + *skip;
+            *next = if n >= m { n - m } else { n };
+        }
+    }
+
+    /// `claims` turns, each claiming the member's next free preferred slot by walking its
+    /// preference list, `W` preferences at a time. The caller leaves at least one slot free
+    /// per turn. Not inlined: each stage gets its own registers.
+    #[inline(never)]
+    fn walk<const W: usize>(&mut self, turns: &mut impl Turns, claims: u32) {
+        for _ in 0..claims {
+            let p = turns.next_turn();
+            let Some(&(next, skip)) = self.walk.get(p) else {
+                continue;
+            };
+            let slot = self.first_free::<W>(next, skip);
+            self.claim(p, slot);
+        }
+    }
+
+    /// The first free slot of the preference list `next, next + skip, ...` (one exists).
+    ///
+    /// With `W == 1`, one preference at a time: right for a table that is mostly free, where
+    /// the first preference is free and the branch predicted. Fuller, the number of steps is
+    /// random and a branch per step mispredicts at the end of almost every walk: `W`
+    /// preferences are then tested at once, without a branch between them.
+    #[inline(always)]
+    fn first_free<const W: usize>(&self, next: u32, skip: u32) -> u32 {
+        const { assert!(W == 1 || (W >= 4 && W <= 32)) };
+        let m = self.m;
+        // `a + b mod M` for `a, b < M`, without a branch (half of these would mispredict).
+        let add = |a: u32, b: u32| {
+            let s = a + b;
+            core::hint::select_unpredictable(s >= m, s.wrapping_sub(m), s)
+        };
+        let words = &self.taken[..=self.word_mask];
+        let taken = |slot: u32| {
+            let word = words[(slot / 64) as usize & self.word_mask];
+            ((word >> (slot % 64)) & 1) as u32
+        };
+        if W == 1 {
+            let mut slot = next;
+            while taken(slot) != 0 {
+                slot = add(slot, skip);
+            }
+            return slot;
+        }
+        // `k * skip mod M` for `k < W`, and the stride `W * skip mod M`.
+        let mut multiples = [0u32; W];
+        multiples[1] = skip;
+        multiples[2] = add(skip, skip);
+        multiples[3] = add(multiples[2], skip);
+        let four = add(multiples[2], multiples[2]);
+        for k in 4..W {
+            multiples[k] = add(multiples[k - 4], four);
+        }
+        let stride = add(multiples[W - 1], skip);
+        let mut base = next;
+        loop {
+            let c: [u32; W] = core::array::from_fn(|k| add(base, multiples[k]));
+            let mut mask = 0u32;
+            for (k, &slot) in c.iter().enumerate() {
+                mask |= taken(slot) << k;
+            }
+            if mask != (1 << W) - 1 {
+                return c[(!mask).trailing_zeros() as usize % W];
+            }
+            base = add(base, stride);
+        }
+    }
+
+    /// The free slots, in order.
+    fn free_slots(&self) -> Vec<u32> {
+        let mut free = Vec::new();
+        for (w, &word) in self
+            .taken
+            .iter()
+            .enumerate()
+            .take(self.m.div_ceil(64) as usize)
+        {
+            let mut bits = !word;
+            while bits != 0 {
+                let slot = w as u32 * 64 + bits.trailing_zeros();
+                if slot >= self.m {
+                    break;
+                }
+                free.push(slot);
+                bits &= bits - 1;
+            }
+        }
+        free
+    }
+
+    /// The last claims, once few slots are free: the member's next free slot is the free slot
+    /// the fewest steps of its preference list away from its next preference. A slot `s` is
+    /// `(s - next) * skip^-1 mod M` steps away.
+    fn end_game(&mut self, turns: &mut impl Turns) {
+        let m = self.m;
+        let m64 = u64::from(m);
+        // Barrett reduction: for y < 2^48, `y - floor(y * mu / 2^64) * M` is below 2 M.
+        let mu = u64::MAX / m64;
+        let mut free = self.free_slots();
+        // `skip`'s inverse mod M per member, computed on its first claim here (0: not yet;
+        // 0 is never an inverse).
+        let mut inverses = vec![0u32; self.walk.len()];
+        while !free.is_empty() {
+            let p = turns.next_turn();
+            let (Some(&(next, skip)), Some(inverse)) = (self.walk.get(p), inverses.get_mut(p))
+            else {
+                continue;
+            };
+            if *inverse == 0 {
+                *inverse = inverse_mod(skip, m);
+            }
+            let inverse = u64::from(*inverse);
+            let mut best = 0;
+            let mut best_steps = u64::MAX;
+            for (i, &s) in free.iter().enumerate() {
+                // (s - next) mod M, then times the inverse, mod M.
+                let d = if s >= next { s - next } else { s + m - next };
+                let y = u64::from(d) * inverse;
+                let q = ((u128::from(y) * u128::from(mu)) >> 64) as u64;
+                let mut steps = y - q * m64;
+                if steps >= m64 {
+                    steps -= m64;
+                }
+                if steps < best_steps {
+                    (best, best_steps) = (i, steps);
+                }
+            }
+            let slot = free.swap_remove(best);
+            self.claim(p, slot);
+        }
+    }
 }
 
 /// The inverse of `a` mod the prime `m` (`0 < a < m`), by the extended Euclidean algorithm.
 fn inverse_mod(a: u32, m: u32) -> u32 {
     let (mut t, mut next_t) = (0i64, 1i64);
-    let (mut r, mut next_r) = (i64::from(m), i64::from(a));
+    let (mut r, mut next_r) = (m, a);
     while next_r != 0 {
         let q = r / next_r;
-        (t, next_t) = (next_t, t - q * next_t);
+        (t, next_t) = (next_t, t - i64::from(q) * next_t);
         (r, next_r) = (next_r, r - q * next_r);
     }
     if t < 0 {
@@ -227,105 +435,69 @@ impl Maglev {
                 return Err(MaglevError::BadPermutation(i));
             }
         }
-        let max_weight = members.iter().map(|&(_, w)| u64::from(w)).max();
-        let max_weight = match max_weight {
-            Some(w) if w > 0 => w,
-            _ => {
-                return Ok(Maglev {
-                    slots: Vec::new(),
-                    size,
-                })
-            }
+        let active = members.iter().filter(|&&(_, w)| w > 0).count();
+        let max_weight = members.iter().map(|&(_, w)| w).max().unwrap_or(0);
+        if max_weight == 0 {
+            return Ok(Maglev {
+                slots: Vec::new(),
+                size,
+            });
+        }
+        let words = (m as usize).div_ceil(64).next_power_of_two();
+        let mut builder = Builder {
+            m,
+            slots: vec![0u16; m as usize],
+            taken: vec![0u64; words],
+            word_mask: words - 1,
+            index: Vec::with_capacity(active),
+            walk: Vec::with_capacity(active),
         };
-        let mut turns: Vec<(u16, Turn)> = members
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, w))| *w > 0)
-            .map(|(i, &(perm, w))| {
-                (
-                    i as u16,
-                    Turn {
-                        next: perm.offset,
-                        skip: perm.skip,
-                        inverse: 0,
-                        weight: u64::from(w),
-                        accumulated: 0,
-                    },
-                )
-            })
-            .collect();
-        let m_usize = m as usize;
-        let mut slots = vec![0u16; m_usize];
-        let mut taken = vec![0u64; m_usize.div_ceil(64)];
-        let mut filled: usize = 0;
-        // When sqrt(M) slots or fewer remain free, a member's next slot is found from the list
-        // of free slots instead of by walking its preferences. Walking costs about M / free
-        // probes per claim (the last 256 of 65537 slots cost over half of all probes), the
-        // list one multiplication per free slot: the two cost the same near sqrt(M).
-        let end_game = m.isqrt() as usize;
-        let mut free: Vec<u32> = Vec::new();
-        'rounds: loop {
-            for (index, turn) in turns.iter_mut() {
-                turn.accumulated += turn.weight;
-                if turn.accumulated < max_weight {
-                    continue;
-                }
-                turn.accumulated -= max_weight;
-                if m_usize - filled <= end_game {
-                    // The end game: the member's next free slot is the free slot the fewest
-                    // steps of its preference list away from `next`. A slot `s` is
-                    // `(s - next) / skip` steps away, mod M: a multiplication by the inverse.
-                    if free.is_empty() {
-                        free = (0..m)
-                            .filter(|&s| taken[(s / 64) as usize] & (1u64 << (s % 64)) == 0)
-                            .collect();
-                    }
-                    if turn.inverse == 0 {
-                        turn.inverse = inverse_mod(turn.skip, m);
-                    }
-                    let (m64, inverse, next) = (u64::from(m), u64::from(turn.inverse), turn.next);
-                    let steps = |s: u32| u64::from(s + m - next) % m64 * inverse % m64;
-                    let mut best = 0;
-                    let mut best_steps = u64::MAX;
-                    for (i, &s) in free.iter().enumerate() {
-                        let d = steps(s);
-                        if d < best_steps {
-                            (best, best_steps) = (i, d);
-                        }
-                    }
-                    let slot = free.swap_remove(best);
-                    taken[(slot / 64) as usize] |= 1u64 << (slot % 64);
-                    slots[slot as usize] = *index;
-                    let n = slot + turn.skip;
-                    turn.next = if n >= m { n - m } else { n };
-                    filled += 1;
-                    if filled == m_usize {
-                        break 'rounds;
-                    }
-                    continue;
-                }
-                // The next free slot of this member's permutation; one exists because the
-                // permutation visits all M slots and fewer than M are taken.
-                let skip = turn.skip;
-                let mut slot = turn.next;
-                // `slot < M`, so the word index is below `taken.len()`.
-                while taken[(slot / 64) as usize] & (1u64 << (slot % 64)) != 0 {
-                    slot += skip;
-                    if slot >= m {
-                        slot -= m;
-                    }
-                }
-                taken[(slot / 64) as usize] |= 1u64 << (slot % 64);
-                slots[slot as usize] = *index;
-                let next = slot + skip;
-                turn.next = if next >= m { next - m } else { next };
-                filled += 1;
-                if filled == m_usize {
-                    break 'rounds;
-                }
+        for (i, &(perm, w)) in members.iter().enumerate() {
+            if w > 0 {
+                builder.index.push(i as u16);
+                builder.walk.push((perm.offset, perm.skip));
             }
         }
-        Ok(Maglev { slots, size })
+        // When few slots remain free, a member's next slot is found from the list of free
+        // slots instead of by walking its preferences. Walking costs about M / free probes per
+        // claim (the last 256 of 65537 slots cost over half of all probes), the list a few
+        // multiplications per free slot: the two cost the same near sqrt(M). Both give the
+        // same slot, so where the switch happens does not change the table.
+        let end_game = m.isqrt();
+        // Claims by walking one preference at a time while under a quarter of the table is
+        // taken, four at a time up to seven eighths, then eight at a time.
+        let walked = m - end_game;
+        let quarter = (m / 4).min(walked);
+        let seven_eighths = (m / 8 * 7).clamp(quarter, walked);
+        let stages = [quarter, seven_eighths - quarter, walked - seven_eighths];
+        if members.iter().all(|&(_, w)| w == 0 || w == max_weight) {
+            let mut turns = RoundRobin {
+                members: active,
+                position: 0,
+            };
+            builder.walk::<1>(&mut turns, stages[0]);
+            builder.walk::<4>(&mut turns, stages[1]);
+            builder.walk::<8>(&mut turns, stages[2]);
+            builder.end_game(&mut turns);
+        } else {
+            let mut turns = Weighted {
+                members: members
+                    .iter()
+                    .filter(|&&(_, w)| w > 0)
+                    .map(|&(_, w)| (u64::from(w), 0))
+                    .collect(),
+                max_weight: u64::from(max_weight),
+                position: 0,
+            };
+            builder.walk::<1>(&mut turns, stages[0]);
+            builder.walk::<4>(&mut turns, stages[1]);
+            builder.walk::<8>(&mut turns, stages[2]);
+            builder.end_game(&mut turns);
+        }
+        Ok(Maglev {
+            slots: builder.slots,
+            size,
+        })
     }
 
     /// The table size M.
@@ -465,6 +637,79 @@ mod test {
                 Maglev::build(size, &members).unwrap().slots(),
                 &plain[..],
                 "n {n}"
+            );
+        }
+    }
+
+    /// A direct transcription of the paper's loop, with Katran's weighted turns: every
+    /// member walks its preferences one at a time, no end game.
+    fn plain_build(m: u32, members: &[(Permutation, u32)]) -> Vec<u16> {
+        let max = members.iter().map(|&(_, w)| w).max().unwrap_or(0);
+        if max == 0 {
+            return Vec::new();
+        }
+        let mut table = vec![u16::MAX; m as usize];
+        let mut next: Vec<u32> = members.iter().map(|(p, _)| p.offset).collect();
+        let mut accumulated = vec![0u32; members.len()];
+        let mut filled = 0;
+        loop {
+            for (i, &(p, w)) in members.iter().enumerate() {
+                accumulated[i] += w;
+                if accumulated[i] < max {
+                    continue;
+                }
+                accumulated[i] -= max;
+                let mut c = next[i];
+                while table[c as usize] != u16::MAX {
+                    c = (c + p.skip) % m;
+                }
+                table[c as usize] = i as u16;
+                next[i] = (c + p.skip) % m;
+                filled += 1;
+                if filled == m {
+                    return table;
+                }
+            }
+        }
+    }
+
+    /// The optimised build (staged walks, end game) gives the plain loop's table on random
+    /// sizes, permutations and weights.
+    #[test]
+    fn optimised_build_matches_the_plain_loop() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let primes = [2u32, 3, 7, 13, 61, 251, 1009, 4093, 16381];
+        let cases = if cfg!(miri) { 6 } else { 200 };
+        for case in 0..cases {
+            let m = primes[(rng() % primes.len() as u64) as usize];
+            if cfg!(miri) && m > 1009 {
+                continue;
+            }
+            let n = 1 + (rng() % 70) as usize;
+            let weighted = case % 2 == 1;
+            let members: Vec<(Permutation, u32)> = (0..n)
+                .map(|_| {
+                    let offset = (rng() % u64::from(m)) as u32;
+                    let skip = if m == 2 {
+                        1
+                    } else {
+                        1 + (rng() % u64::from(m - 1)) as u32
+                    };
+                    let weight = if weighted { (rng() % 5) as u32 } else { 1 };
+                    (p(offset, skip), weight)
+                })
+                .collect();
+            let size = TableSize::new(m).unwrap();
+            assert_eq!(
+                Maglev::build(size, &members).unwrap().slots(),
+                &plain_build(m, &members)[..],
+                "case {case}: m {m}, {members:?}"
             );
         }
     }

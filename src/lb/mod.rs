@@ -137,8 +137,8 @@ impl ServiceKey {
     }
 
     /// The compact form the data path searches by.
-    fn compact(&self) -> (u128, bool, u16, Protocol) {
-        (
+    fn compact(&self) -> (u128, u32) {
+        compact_key(
             addr_bits(self.vip),
             self.vip.is_ipv6(),
             self.port,
@@ -156,6 +156,16 @@ impl fmt::Display for ServiceKey {
             self.protocol
         )
     }
+}
+
+/// A service key as two integers that order like the tuple (address, is IPv6, port,
+/// protocol): one 128-bit and one 32-bit comparison per step of the data path's search.
+#[inline(always)]
+fn compact_key(addr: u128, ipv6: bool, port: u16, protocol: Protocol) -> (u128, u32) {
+    (
+        addr,
+        (u32::from(ipv6) << 24) | (u32::from(port) << 8) | u32::from(protocol as u8),
+    )
 }
 
 /// Whether a backend takes new flows.
@@ -546,7 +556,7 @@ impl WorkerState {
 #[derive(Debug, Clone, Default)]
 pub struct Services {
     /// Sorted by `ServiceKey::compact`, parallel to `tables`.
-    keys: Vec<(u128, bool, u16, Protocol)>,
+    keys: Vec<(u128, u32)>,
     tables: Vec<Arc<ServiceTable>>,
 }
 
@@ -562,7 +572,7 @@ impl Services {
     }
 
     #[inline]
-    fn find(&self, key: &(u128, bool, u16, Protocol)) -> Option<&ServiceTable> {
+    fn find(&self, key: &(u128, u32)) -> Option<&ServiceTable> {
         let i = self.keys.binary_search(key).ok()?;
         self.tables.get(i).map(|t| &**t)
     }
@@ -572,15 +582,21 @@ impl Services {
         if self.keys.is_empty() {
             return None;
         }
-        self.find(&(flow.dst, flow.ipv6, flow.dst_port, flow.protocol))
+        self.find(&compact_key(
+            flow.dst,
+            flow.ipv6,
+            flow.dst_port,
+            flow.protocol,
+        ))
     }
 
     /// True if `addr` is the VIP of any service (any port).
     fn is_vip(&self, addr: u128, ipv6: bool) -> bool {
-        let start = self.keys.partition_point(|k| (k.0, k.1) < (addr, ipv6));
+        let family = |k: &(u128, u32)| (k.0, k.1 >> 24 != 0);
+        let start = self.keys.partition_point(|k| family(k) < (addr, ipv6));
         self.keys
             .get(start)
-            .is_some_and(|k| k.0 == addr && k.1 == ipv6)
+            .is_some_and(|k| family(k) == (addr, ipv6))
     }
 
     /// The backend for a packet of `flow` (client -> VIP) with TCP flags `tcp_flags` (0 for
@@ -595,7 +611,9 @@ impl Services {
         now: Instant,
     ) -> Option<BackendRef> {
         let service = self.find_flow_dst(flow)?;
-        select_tracked(service, state, flow, tcp_flags, now).ok()
+        select_tracked(service, state, flow, tcp_flags, now)
+            .ok()
+            .map(|(backend, _)| backend)
     }
 
     /// The backend Maglev alone gives `flow`, without tracking or affinity (what every node
@@ -636,35 +654,51 @@ impl Services {
     /// Never panics, whatever the bytes.
     #[inline]
     pub fn process(&self, state: &mut WorkerState, packet: &mut [u8], now: Instant) -> Decision {
+        // TCP and UDP, the common case, parsed in place; anything else takes the full parse.
+        match nat::parse_transport(packet) {
+            Some(t) => self.process_transport(state, packet, &t, now),
+            None => self.process_other(state, packet, now),
+        }
+    }
+
+    /// A TCP or UDP packet: towards a service, or maybe a reply of a tracked flow.
+    #[inline(always)]
+    fn process_transport(
+        &self,
+        state: &mut WorkerState,
+        packet: &mut [u8],
+        t: &nat::Transport,
+        now: Instant,
+    ) -> Decision {
+        if let Some(service) = self.find_flow_dst(&t.flow) {
+            return match select_tracked(service, state, &t.flow, t.tcp_flags, now) {
+                Ok((backend, bits)) => {
+                    nat::translate(packet, t, End::Destination, bits, backend.addr.port());
+                    Decision::Forward { backend }
+                }
+                Err(reason) => Decision::Drop(reason),
+            };
+        }
+        let Some(id) = state.conntrack.lookup_reply(&t.flow, now) else {
+            return Decision::NotForUs;
+        };
+        state.conntrack.touch(id, now, true, t.tcp_flags);
+        let vip = &state.conntrack.entry(id).flow;
+        let (vip_addr, vip_port, service) = (vip.dst, vip.dst_port, vip.dst());
+        nat::translate(packet, t, End::Source, vip_addr, vip_port);
+        Decision::Reply { service }
+    }
+
+    /// Everything but a well-formed TCP or UDP packet: ICMP errors, fragments, other
+    /// protocols, malformed packets.
+    #[inline(never)]
+    fn process_other(&self, state: &mut WorkerState, packet: &mut [u8], now: Instant) -> Decision {
         let parsed = match nat::parse(packet) {
             Ok(p) => p,
             Err(nat::Malformed) => return Decision::Drop(DropReason::LbMalformed),
         };
         match parsed {
-            Parsed::Transport(t) => {
-                if let Some(service) = self.find_flow_dst(&t.flow) {
-                    return match select_tracked(service, state, &t.flow, t.tcp_flags, now) {
-                        Ok(backend) => {
-                            nat::translate(
-                                packet,
-                                &t,
-                                End::Destination,
-                                addr_bits(backend.addr.ip()),
-                                backend.addr.port(),
-                            );
-                            Decision::Forward { backend }
-                        }
-                        Err(reason) => Decision::Drop(reason),
-                    };
-                }
-                let Some(id) = state.conntrack.lookup_reply(&t.flow, now) else {
-                    return Decision::NotForUs;
-                };
-                state.conntrack.touch(id, now, true, t.tcp_flags);
-                let vip = state.conntrack.entry(id).flow;
-                nat::translate(packet, &t, End::Source, vip.dst, vip.dst_port);
-                Decision::Reply { service: vip.dst() }
-            }
+            Parsed::Transport(t) => self.process_transport(state, packet, &t, now),
             Parsed::IcmpError(e) => {
                 // The error quotes a packet we sent; it travels the other way.
                 let about = e.quoted.reversed();
@@ -719,64 +753,85 @@ impl Services {
     }
 }
 
-/// The tracked backend of `flow` in `service`, or a new choice, tracked from now on.
-#[inline]
+/// The tracked backend of `flow` in `service`, or a new choice, tracked from now on; with
+/// the backend's address as 128 bits (see `FlowKey`), for the translation.
+#[inline(always)]
 fn select_tracked(
     service: &ServiceTable,
     state: &mut WorkerState,
     flow: &FlowKey,
     tcp_flags: u8,
     now: Instant,
-) -> Result<BackendRef, DropReason> {
+) -> Result<(BackendRef, u128), DropReason> {
     let is_tcp = flow.protocol == Protocol::Tcp;
     let is_syn = is_tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut tracked = state.conntrack.lookup_forward(flow, now);
-    if let Some(id) = tracked {
-        // A new SYN on a flow that was closing: the client reuses its port for a new
-        // connection, which gets a fresh choice.
-        if is_syn && state.conntrack.entry(id).is_closing() {
-            state.conntrack.remove(id);
-            tracked = None;
-        }
+    let Some(id) = state.conntrack.lookup_forward(flow, now) else {
+        return select_new(service, state, flow, tcp_flags, now, is_syn);
+    };
+    let entry = state.conntrack.entry(id);
+    // A new SYN on a flow that was closing: the client reuses its port for a new
+    // connection, which gets a fresh choice.
+    if is_syn && entry.is_closing() {
+        state.conntrack.remove(id);
+        return select_new(service, state, flow, tcp_flags, now, is_syn);
     }
-    if let Some(id) = tracked {
-        let entry = state.conntrack.entry(id);
-        let index = if entry.generation == service.generation {
-            Some(entry.backend_index)
-        } else {
-            service.index_of(entry.backend, entry.backend_port)
-        };
-        let still_up = index.filter(|&i| {
-            service
-                .backends
-                .get(usize::from(i))
-                .is_some_and(|b| b.state != BackendState::Down)
-        });
-        match still_up {
-            Some(index) => {
-                let addr = entry.backend_addr();
-                if entry.generation != service.generation {
-                    state
-                        .conntrack
-                        .set_backend_index(id, index, service.generation);
-                }
-                state.conntrack.touch(id, now, false, tcp_flags);
-                return Ok(BackendRef { index, addr });
-            }
-            None => {
-                // Its backend is down or gone: the flow moves to the table's choice.
-                let backend = choose(service, state, flow, now)?;
-                state
-                    .conntrack
-                    .rebind(id, backend.addr, backend.index, service.generation);
-                state.conntrack.touch(id, now, false, tcp_flags);
-                return Ok(backend);
-            }
-        }
+    let (bits, port) = (entry.backend, entry.backend_port);
+    let cached = entry.generation == service.generation;
+    let index = if cached {
+        Some(entry.backend_index)
+    } else {
+        service.index_of(bits, port)
+    };
+    let still_up = index.filter(|&i| {
+        service
+            .backends
+            .get(usize::from(i))
+            .is_some_and(|b| b.state != BackendState::Down)
+    });
+    let Some(index) = still_up else {
+        return select_moved(service, state, flow, tcp_flags, now, id);
+    };
+    if !cached {
+        state
+            .conntrack
+            .set_backend_index(id, index, service.generation);
     }
+    state.conntrack.touch(id, now, false, tcp_flags);
+    let addr = SocketAddr::new(flow::bits_addr(bits, flow.ipv6), port);
+    Ok((BackendRef { index, addr }, bits))
+}
+
+/// A tracked flow whose backend is down or gone: it moves to the table's choice.
+#[inline(never)]
+fn select_moved(
+    service: &ServiceTable,
+    state: &mut WorkerState,
+    flow: &FlowKey,
+    tcp_flags: u8,
+    now: Instant,
+    id: conntrack::EntryId,
+) -> Result<(BackendRef, u128), DropReason> {
+    let backend = choose(service, state, flow, now)?;
+    state
+        .conntrack
+        .rebind(id, backend.addr, backend.index, service.generation);
+    state.conntrack.touch(id, now, false, tcp_flags);
+    Ok((backend, addr_bits(backend.addr.ip())))
+}
+
+/// A flow that is not tracked: a new choice, tracked from now on.
+#[inline(never)]
+fn select_new(
+    service: &ServiceTable,
+    state: &mut WorkerState,
+    flow: &FlowKey,
+    tcp_flags: u8,
+    now: Instant,
+    is_syn: bool,
+) -> Result<(BackendRef, u128), DropReason> {
     let counters = &mut state.conntrack.counters;
     counters.misses += 1;
-    if is_tcp {
+    if flow.protocol == Protocol::Tcp {
         if is_syn {
             counters.misses_syn += 1;
         } else {
@@ -792,7 +847,7 @@ fn select_tracked(
         now,
         tcp_flags,
     );
-    Ok(backend)
+    Ok((backend, addr_bits(backend.addr.ip())))
 }
 
 /// A backend for a new flow: the client's remembered one under affinity, else Maglev's.

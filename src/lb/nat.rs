@@ -19,7 +19,7 @@
 //! headers announce.
 
 use super::flow::{FlowKey, Protocol};
-use crate::wire::checksum::{fold, sum_bytes, update16};
+use crate::wire::checksum::{fold, sum_bytes};
 
 /// IP protocol numbers.
 const PROTO_TCP: u8 = 6;
@@ -203,7 +203,6 @@ fn parse_ports(data: &[u8], ip: &Ip, l4: usize, end: usize) -> Option<(FlowKey, 
 
 /// Parses an IP packet that starts at `packet[0]`. Bytes after the length its header states
 /// (link padding) are ignored.
-#[inline]
 pub(crate) fn parse(packet: &[u8]) -> Result<Parsed, Malformed> {
     let ip = parse_ip(packet, false)?;
     let data = packet.get(..ip.end).ok_or(Malformed)?;
@@ -232,6 +231,28 @@ pub(crate) fn parse(packet: &[u8]) -> Result<Parsed, Malformed> {
     }
 }
 
+/// The fast path of [`parse`]: `Some(t)` exactly when `parse` gives `Ok(Parsed::Transport(t))`,
+/// `None` for everything else (which the caller then hands to `parse`). Small enough to be
+/// inlined into the data path, so that the transport part is not built in a large enum and
+/// copied out of it.
+#[inline(always)]
+pub(crate) fn parse_transport(packet: &[u8]) -> Option<Transport> {
+    let ip = parse_ip(packet, false).ok()?;
+    if ip.fragment || !matches!(ip.protocol, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let data = packet.get(..ip.end)?;
+    let l4 = ip.header_len;
+    let (flow, tcp_flags) = parse_ports(data, &ip, l4, ip.end)?;
+    Some(Transport {
+        flow,
+        l4,
+        tcp_flags,
+    })
+}
+
+#[cold]
+#[inline(never)]
 fn parse_icmp_error(data: &[u8], ip: &Ip, icmp: usize) -> Option<Parsed> {
     let kind = *data.get(icmp)?;
     let is_error = if ip.ipv6 {
@@ -284,13 +305,30 @@ pub(crate) enum End {
 /// Applies `update16` for an address changing from `old` to `new` (2 words for IPv4, 8 for
 /// IPv6) to `checksum`.
 #[inline(always)]
-fn update_addr(mut checksum: u16, old: u128, new: u128, ipv6: bool) -> u16 {
+fn update_addr(checksum: u16, old: u128, new: u128, ipv6: bool) -> u16 {
+    apply_delta(checksum, addr_delta(old, new, ipv6))
+}
+
+/// RFC 1624's `~m + m'` summed over the words of an address changing from `old` to `new`,
+/// unfolded (at most 16 x 0xFFFF).
+#[inline(always)]
+fn addr_delta(old: u128, new: u128, ipv6: bool) -> u32 {
     let words = if ipv6 { 8 } else { 2 };
+    let mut sum = 0u32;
     for i in 0..words {
-        let shift = 16 * (words - 1 - i);
-        checksum = update16(checksum, (old >> shift) as u16, (new >> shift) as u16);
+        let shift = 16 * i;
+        sum += u32::from(!((old >> shift) as u16)) + u32::from((new >> shift) as u16);
     }
-    checksum
+    sum
+}
+
+/// RFC 1624 equation 3 for several words at once: `~(~HC + sum of (~m + m'))`. The same
+/// value as one `update16` per word (one's complement addition is associative, and every
+/// partial sum folds to the same representative), with one fold instead of one per word.
+#[inline(always)]
+fn apply_delta(checksum: u16, delta: u32) -> u16 {
+    let sum = u64::from(!checksum) + u64::from(delta);
+    !fold(((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32)
 }
 
 #[inline(always)]
@@ -341,8 +379,8 @@ fn rewrite(data: &mut [u8], ip: usize, l4: usize, flow: &FlowKey, end: End, addr
         if flow.protocol == Protocol::Udp && checksum == 0 {
             return;
         }
-        let mut updated = update_addr(checksum, old_addr, addr, ipv6);
-        updated = update16(updated, old_port, port);
+        let delta = addr_delta(old_addr, addr, ipv6) + u32::from(!old_port) + u32::from(port);
+        let mut updated = apply_delta(checksum, delta);
         if flow.protocol == Protocol::Udp && updated == 0 {
             updated = 0xFFFF;
         }
@@ -551,6 +589,104 @@ mod test {
         let t = TcpPacket::new_checked(p.payload()).unwrap();
         assert_eq!(t.src_port(), 80);
         assert!(t.verify_checksum(&IpAddress::Ipv4(vip), &IpAddress::Ipv4(client)));
+    }
+
+    /// The fast parse agrees with the full one on valid, cut, fragmented, padded and randomly
+    /// corrupted packets: `Some` exactly for `Parsed::Transport`, with the same contents.
+    #[test]
+    fn fast_parse_agrees_with_parse() {
+        let base = ipv4_udp(
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(198, 51, 100, 10),
+            5353,
+            53,
+            b"hello",
+        );
+        let mut tcp = base.clone();
+        tcp[9] = PROTO_TCP;
+        tcp.resize(60, 0);
+        tcp[2..4].copy_from_slice(&60u16.to_be_bytes());
+        let mut v6 = vec![0u8; 48];
+        v6[0] = 0x60;
+        v6[4..6].copy_from_slice(&8u16.to_be_bytes());
+        v6[6] = PROTO_UDP;
+        v6[40..42].copy_from_slice(&[0x13, 0x88]);
+        v6[42..44].copy_from_slice(&[0, 53]);
+        let mut state = 0xdead_beef_cafe_f00du64;
+        let mut rng = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let rounds = if cfg!(miri) { 100 } else { 20_000 };
+        for i in 0..rounds {
+            let mut p = match i % 3 {
+                0 => base.clone(),
+                1 => tcp.clone(),
+                _ => v6.clone(),
+            };
+            // Corrupt a few bytes (the first 28 most often), cut or pad.
+            for _ in 0..(rng() % 3) {
+                let span = if rng() % 4 == 0 { p.len() } else { 28 };
+                let at = (rng() % span as u64) as usize;
+                p[at] = rng() as u8;
+            }
+            match rng() % 4 {
+                0 => p.truncate((rng() % (p.len() as u64 + 1)) as usize),
+                1 => p.extend_from_slice(&[0; 7]),
+                _ => {}
+            }
+            let fast = parse_transport(&p);
+            match parse(&p) {
+                Ok(Parsed::Transport(t)) => {
+                    let f = fast.expect("fast parse missed a transport packet");
+                    assert_eq!((f.flow, f.l4, f.tcp_flags), (t.flow, t.l4, t.tcp_flags));
+                }
+                _ => assert!(fast.is_none(), "{p:?}"),
+            }
+        }
+    }
+
+    /// One fold over the summed words equals one `update16` per word, bit for bit, zero
+    /// representations included.
+    #[test]
+    fn summed_update_equals_word_by_word() {
+        use crate::wire::checksum::update16;
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut rng = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let n = if cfg!(miri) { 200 } else { 100_000 };
+        for i in 0..n {
+            let ipv6 = i % 2 == 1;
+            let wide = |r: u64, s: u64| (u128::from(r) << 64) | u128::from(s);
+            let (mut old, mut new) = (wide(rng(), rng()), wide(rng(), rng()));
+            if !ipv6 {
+                (old, new) = (old & 0xFFFF_FFFF, new & 0xFFFF_FFFF);
+            }
+            let mut checksum = rng() as u16;
+            let (old_port, port) = (rng() as u16, rng() as u16);
+            match i % 7 {
+                0 => checksum = 0,
+                1 => checksum = 0xFFFF,
+                2 => new = old,
+                _ => {}
+            }
+            let words = if ipv6 { 8 } else { 2 };
+            let mut expected = checksum;
+            for w in 0..words {
+                let shift = 16 * (words - 1 - w);
+                expected = update16(expected, (old >> shift) as u16, (new >> shift) as u16);
+            }
+            assert_eq!(update_addr(checksum, old, new, ipv6), expected);
+            expected = update16(expected, old_port, port);
+            let delta = addr_delta(old, new, ipv6) + u32::from(!old_port) + u32::from(port);
+            assert_eq!(apply_delta(checksum, delta), expected, "{i}");
+        }
     }
 
     #[test]
