@@ -203,17 +203,52 @@ pub struct NeighborSolicitation {
 /// header must follow the IPv6 header directly (an NS carries no extension headers in
 /// practice; one that does is left to flood).
 pub fn parse_neighbor_solicitation(frame: &[u8]) -> Option<NeighborSolicitation> {
+    let message = parse_ndisc(frame)?;
+    if !message.solicitation
+        || !message.ethernet_src.is_unicast()
+        || message.ip.src_addr.is_unspecified()
+        || message.ip.src_addr.is_multicast()
+    {
+        return None;
+    }
+    Some(NeighborSolicitation {
+        sender_mac: message.link_layer()?,
+        sender_ip: message.ip.src_addr,
+        target_ip: message.target,
+    })
+}
+
+/// A neighbour solicitation or advertisement that passed RFC 4861 section 7.1's common
+/// checks: IPv6 carrying ICMPv6 directly, hop limit 255, code 0, checksum, target not
+/// multicast.
+struct NdiscMessage {
+    ethernet_src: EthernetAddress,
+    ip: Ipv6Repr,
+    solicitation: bool,
+    target: Ipv6Addr,
+    link_layer_option: Option<RawHardwareAddress>,
+}
+
+impl NdiscMessage {
+    /// The MAC the message speaks for: its link-layer address option, or the Ethernet
+    /// source without one; `None` unless unicast.
+    fn link_layer(&self) -> Option<EthernetAddress> {
+        let mac = match self.link_layer_option {
+            Some(raw) => ethernet_from_raw(raw)?,
+            None => self.ethernet_src,
+        };
+        mac.is_unicast().then_some(mac)
+    }
+}
+
+fn parse_ndisc(frame: &[u8]) -> Option<NdiscMessage> {
     let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    if u16::from(ethernet.ethertype()) != ethertype::IPV6 || !ethernet.src_addr().is_unicast() {
+    if u16::from(ethernet.ethertype()) != ethertype::IPV6 {
         return None;
     }
     let ip = Ipv6Packet::new_checked(ethernet.payload()).ok()?;
     let ip_repr = Ipv6Repr::parse(&ip).ok()?;
-    if ip_repr.next_header != IpProtocol::Icmpv6
-        || ip_repr.hop_limit != ND_HOP_LIMIT
-        || ip_repr.src_addr.is_unspecified()
-        || ip_repr.src_addr.is_multicast()
-    {
+    if ip_repr.next_header != IpProtocol::Icmpv6 || ip_repr.hop_limit != ND_HOP_LIMIT {
         return None;
     }
     let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
@@ -228,27 +263,27 @@ pub fn parse_neighbor_solicitation(frame: &[u8]) -> Option<NeighborSolicitation>
         &ChecksumCapabilities::default(),
     )
     .ok()?;
-    let Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
-        target_addr,
-        lladdr,
-    }) = repr
-    else {
-        return None;
+    let (solicitation, target, link_layer_option) = match repr {
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr,
+            lladdr,
+        }) => (true, target_addr, lladdr),
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            target_addr,
+            lladdr,
+            ..
+        }) => (false, target_addr, lladdr),
+        _ => return None,
     };
-    if target_addr.is_multicast() {
+    if target.is_multicast() {
         return None;
     }
-    let sender_mac = match lladdr {
-        Some(raw) => ethernet_from_raw(raw)?,
-        None => ethernet.src_addr(),
-    };
-    if !sender_mac.is_unicast() {
-        return None;
-    }
-    Some(NeighborSolicitation {
-        sender_mac,
-        sender_ip: ip_repr.src_addr,
-        target_ip: target_addr,
+    Some(NdiscMessage {
+        ethernet_src: ethernet.src_addr(),
+        ip: ip_repr,
+        solicitation,
+        target,
+        link_layer_option,
     })
 }
 
@@ -341,48 +376,14 @@ pub struct NeighborAdvertisement {
 /// Reads an untagged Ethernet frame as a valid neighbour advertisement (RFC 4861 section
 /// 7.1.2); `None` otherwise.
 pub fn parse_neighbor_advertisement(frame: &[u8]) -> Option<NeighborAdvertisement> {
-    let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    if u16::from(ethernet.ethertype()) != ethertype::IPV6 {
-        return None;
-    }
-    let ip = Ipv6Packet::new_checked(ethernet.payload()).ok()?;
-    let ip_repr = Ipv6Repr::parse(&ip).ok()?;
-    if ip_repr.next_header != IpProtocol::Icmpv6 || ip_repr.hop_limit != ND_HOP_LIMIT {
-        return None;
-    }
-    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
-    if icmp.msg_code() != 0 {
-        return None;
-    }
-    let repr = Icmpv6Repr::parse(
-        &ip_repr.src_addr,
-        &ip_repr.dst_addr,
-        &icmp,
-        &ChecksumCapabilities::default(),
-    )
-    .ok()?;
-    let Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-        target_addr,
-        lladdr,
-        ..
-    }) = repr
-    else {
-        return None;
-    };
-    if target_addr.is_multicast() {
-        return None;
-    }
-    let target_mac = match lladdr {
-        Some(raw) => ethernet_from_raw(raw)?,
-        None => ethernet.src_addr(),
-    };
-    if !target_mac.is_unicast() {
+    let message = parse_ndisc(frame)?;
+    if message.solicitation {
         return None;
     }
     Some(NeighborAdvertisement {
-        target_ip: target_addr,
-        target_mac,
-        dst_ip: ip_repr.dst_addr,
+        target_ip: message.target,
+        target_mac: message.link_layer()?,
+        dst_ip: message.ip.dst_addr,
     })
 }
 
