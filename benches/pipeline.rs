@@ -41,7 +41,7 @@ fn mac(i: u32) -> [u8; 6] {
     [0x02, 0x10, b[0], b[1], b[2], b[3]]
 }
 
-fn switch(frame_len: usize) -> Switch {
+fn switch() -> Switch {
     let config = SwitchConfig {
         underlay: UnderlayConfig {
             local_ip: IpAddr::V4(LOCAL),
@@ -72,7 +72,6 @@ fn switch(frame_len: usize) -> Switch {
             ..FdbConfig::default()
         },
     };
-    let _ = frame_len;
     let switch = Switch::new(config).unwrap();
     for i in 0..FDB_ENTRIES {
         let destination = if i % 2 == 0 {
@@ -182,7 +181,7 @@ fn bench(c: &mut Criterion) {
         ("tunnel_to_access", tunnel_to_access),
     ] {
         for len in [64usize, 1500] {
-            let switch = switch(len);
+            let switch = switch();
             let mut worker = switch.worker();
             let mut frames = make(len);
             let mut output = Output::default();

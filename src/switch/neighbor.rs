@@ -57,11 +57,7 @@ pub struct ArpRequest {
 /// Reads an untagged Ethernet frame as an ARP request that may be answered; `None` for
 /// anything else, including ARP probes and gratuitous ARP (see the module documentation).
 pub fn parse_arp_request(frame: &[u8]) -> Option<ArpRequest> {
-    let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    if u16::from(ethernet.ethertype()) != ethertype::ARP {
-        return None;
-    }
-    let arp = ArpPacket::new_checked(ethernet.payload()).ok()?;
+    let arp = arp_packet(frame)?;
     let ArpRepr::EthernetIpv4 {
         operation,
         source_hardware_addr,
@@ -149,6 +145,15 @@ fn write_arp(repr: ArpRepr, dst: EthernetAddress, out: &mut [u8]) -> Option<usiz
     Some(ARP_REPLY_LEN)
 }
 
+/// The ARP packet of an untagged Ethernet frame, if it carries one.
+fn arp_packet(frame: &[u8]) -> Option<ArpPacket<&[u8]>> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    if u16::from(ethernet.ethertype()) != ethertype::ARP {
+        return None;
+    }
+    ArpPacket::new_checked(ethernet.payload()).ok()
+}
+
 /// An ARP reply, as the resolver of underlay next hops reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArpReply {
@@ -162,11 +167,7 @@ pub struct ArpReply {
 
 /// Reads an untagged Ethernet frame as an ARP reply with a unicast sender; `None` otherwise.
 pub fn parse_arp_reply(frame: &[u8]) -> Option<ArpReply> {
-    let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    if u16::from(ethernet.ethertype()) != ethertype::ARP {
-        return None;
-    }
-    let arp = ArpPacket::new_checked(ethernet.payload()).ok()?;
+    let arp = arp_packet(frame)?;
     let ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Reply,
         source_hardware_addr,
