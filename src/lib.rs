@@ -62,6 +62,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(all(feature = "backend", target_os = "linux"))]
+pub mod backend;
 mod drop_reason;
 #[cfg(feature = "alloc")]
 pub mod fdb;
