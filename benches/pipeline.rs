@@ -71,6 +71,8 @@ fn switch() -> Switch {
             max_entries_per_vni: 2 * FDB_ENTRIES,
             ..FdbConfig::default()
         },
+        services: Vec::new(),
+        lb: switchyard::switch::LbSettings::default(),
     };
     let switch = Switch::new(config).unwrap();
     for i in 0..FDB_ENTRIES {

@@ -20,9 +20,6 @@ use std::time::Instant as WallClock;
 use sim::cluster::{Cluster, Node};
 use sim::{pattern, step, tcp_transfer, Clock, Host, TcpFlow};
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
-use switchyard::fdb::FdbConfig;
-use switchyard::switch::{NextHop, PortConfig, Switch, SwitchConfig, UnderlayConfig, VniSettings};
-use switchyard::tunnel::{DecapConfig, EncapConfig};
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
 
@@ -47,40 +44,12 @@ fn node(n: u8) -> Node {
         .enumerate()
         .map(|(i, &h)| (PortId(i as u32 + 1), h))
         .collect();
-    let config = SwitchConfig {
-        underlay: UnderlayConfig {
-            local_ip: node_ip(n),
-            local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, n]),
-            next_hop: NextHop::Static {
-                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
-                per_vtep: Vec::new(),
-            },
-            encap: EncapConfig::default(),
-            decap: DecapConfig::default(),
-        },
-        ports: ports
-            .iter()
-            .map(|&(id, _)| PortConfig::access(id, vni))
-            .collect(),
-        vnis: vec![VniSettings::new(
-            vni,
-            (1..=NODES).filter(|&m| m != n).map(node_ip).collect(),
-        )],
-        static_entries: Vec::new(),
-        neighbors: Vec::new(),
-        fdb: FdbConfig {
-            capacity: 4096,
-            ..FdbConfig::default()
-        },
-    };
-    let switch = Switch::new(config).expect("a valid configuration");
-    let worker = switch.worker();
-    Node {
-        switch,
-        worker,
-        underlay_ip: node_ip(n),
+    let others = (1..=NODES).filter(|&m| m != n).map(node_ip).collect();
+    let mac = EthernetAddress([0x02, 0xee, 0, 0, 0, n]);
+    Node::new(
+        sim::cluster::node_config(node_ip(n), mac, vni, others, &ports),
         ports,
-    }
+    )
 }
 
 fn main() {

@@ -136,6 +136,16 @@ drop_reasons! {
     /// The underlay MAC of the remote VTEP (or its gateway) is not resolved yet, or its
     /// ARP/ND probes went unanswered.
     NextHopUnresolved = "next_hop_unresolved",
+    /// A frame in a VNI with services found no load-balancer slot for its worker (more
+    /// workers than [`LbSettings::max_workers`](crate::switch::LbSettings::max_workers)):
+    /// it could not be translated.
+    LbNoWorkerSlot = "lb_no_worker_slot",
+    /// A packet was translated to a backend whose MAC the VNI's neighbour table does not hold
+    /// (a reconfiguration removed it while the service still named the backend).
+    LbBackendUnresolved = "lb_backend_unresolved",
+    /// A frame to the services' virtual MAC that is not towards a service (a ping to a VIP,
+    /// a port the VIP does not serve): nothing stands behind that MAC.
+    VirtualMacNotService = "virtual_mac_not_service",
 }
 
 impl DropReason {

@@ -8,9 +8,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use sim::cluster::{Cluster, Node};
 use sim::{pattern, step, tcp_transfer, Clock, Host, TcpFlow};
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
-use switchyard::fdb::FdbConfig;
-use switchyard::switch::{PortConfig, Switch, SwitchConfig, UnderlayConfig, VniSettings};
-use switchyard::tunnel::{DecapConfig, EncapConfig};
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
 
@@ -59,38 +56,10 @@ fn node_on(node_ip: fn(u8) -> IpAddr, n: u8, count: u8, hosts: &[usize]) -> Node
         .enumerate()
         .map(|(i, &host)| (PortId(i as u32 + 1), host))
         .collect();
-    let config = SwitchConfig {
-        underlay: UnderlayConfig {
-            local_ip: node_ip(n),
-            local_mac: node_mac(n),
-            // A flat underlay: the in-memory network routes by outer IP, any MAC will do.
-            next_hop: switchyard::switch::NextHop::Static {
-                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
-                per_vtep: Vec::new(),
-            },
-            encap: EncapConfig::default(),
-            decap: DecapConfig::default(),
-        },
-        ports: ports
-            .iter()
-            .map(|&(id, _)| PortConfig::access(id, vni))
-            .collect(),
-        vnis: vec![VniSettings::new(vni, others)],
-        static_entries: Vec::new(),
-        neighbors: Vec::new(),
-        fdb: FdbConfig {
-            capacity: 1024,
-            ..FdbConfig::default()
-        },
-    };
-    let switch = Switch::new(config).expect("valid configuration");
-    let worker = switch.worker();
-    Node {
-        switch,
-        worker,
-        underlay_ip: node_ip(n),
+    Node::new(
+        sim::cluster::node_config(node_ip(n), node_mac(n), vni, others, &ports),
         ports,
-    }
+    )
 }
 
 /// A host with the overlay MTU that Flannel and Calico give pods: 1450, the underlay's 1500

@@ -5,9 +5,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 use switchyard::fdb::{Destination, FdbConfig};
+use switchyard::lb::{Backend, Protocol, ServiceConfig, ServiceKey};
 use switchyard::switch::{
-    Egress, Ingress, Neighbor, Output, PortConfig, PortMode, Received, StaticEntry, Switch,
-    SwitchConfig, UnderlayConfig, VniSettings, Worker,
+    ConfigError, Egress, Ingress, LbSettings, Neighbor, Output, PortConfig, PortMode, Received,
+    ServiceProblem, ServiceSettings, StaticEntry, Switch, SwitchConfig, UnderlayConfig,
+    VniSettings, Worker,
 };
 use switchyard::time::Instant;
 use switchyard::tunnel::{DecapConfig, EncapConfig, EncapTemplate, IpIdent, Underlay};
@@ -80,6 +82,8 @@ fn config() -> SwitchConfig {
             capacity: 4096,
             ..FdbConfig::default()
         },
+        services: Vec::new(),
+        lb: switchyard::switch::LbSettings::default(),
     }
 }
 
@@ -426,7 +430,8 @@ proptest! {
 
     /// Per-VNI isolation: whatever enters in VNI 200 (port 4, trunk VLAN 20, or the tunnel
     /// with VNI 200) never leaves on a port of VNI 100 only, on the trunk tagged 10, or in a
-    /// tunnel with another VNI; and the counter invariant holds for any bytes on any port.
+    /// tunnel with another VNI, translated by VNI 200's service or not; and the counter
+    /// invariant holds for any bytes on any port.
     #[test]
     fn vni_isolation(
         frames in prop::collection::vec(
@@ -434,7 +439,7 @@ proptest! {
             1..40,
         )
     ) {
-        let switch = Switch::new(config()).unwrap();
+        let switch = Switch::new(config_with_service()).unwrap();
         let mut worker = switch.worker();
         for (kind, dst, src, tail) in frames {
             let mut inner = frame(dst, src);
@@ -462,12 +467,12 @@ proptest! {
     }
 
     /// Arbitrary bytes on any ingress never panic and keep the counter invariant (checked
-    /// in `run`).
+    /// in `run`), with a service in VNI 200.
     #[test]
     fn arbitrary_frames(
         frames in prop::collection::vec((0u32..11, prop::collection::vec(any::<u8>(), 0..200)), 1..30)
     ) {
-        let switch = Switch::new(config()).unwrap();
+        let switch = Switch::new(config_with_service()).unwrap();
         let mut worker = switch.worker();
         for (port, bytes) in frames {
             let ingress = if port == 10 { Ingress::Underlay } else { Ingress::Port(PortId(port)) };
@@ -632,16 +637,16 @@ fn reconfiguration_applies_to_the_next_batch_and_refusals_change_nothing() {
     let mut invalid = changed.clone();
     invalid.ports.push(PortConfig::access(PortId(1), vni(100)));
     assert_eq!(
-        switch.reconfigure(invalid),
-        Err(switchyard::switch::ConfigError::DuplicatePort(PortId(1)))
+        switch.reconfigure(invalid).unwrap_err(),
+        switchyard::switch::ConfigError::DuplicatePort(PortId(1))
     );
     assert_eq!(switch.generation(), 1);
     assert_eq!(switch.config(), changed);
     let mut resized = changed.clone();
     resized.fdb.capacity *= 2;
     assert_eq!(
-        switch.reconfigure(resized),
-        Err(switchyard::switch::ConfigError::FdbBoundsFixed)
+        switch.reconfigure(resized).unwrap_err(),
+        switchyard::switch::ConfigError::FdbBoundsFixed
     );
     // A static entry added at run time takes effect.
     let mut with_static = changed;
@@ -761,4 +766,201 @@ fn underlay_next_hops_are_resolved_with_arp() {
         failed.2,
         switchyard::switch::resolver::EntryState::Failed { .. }
     ));
+}
+
+/// VNI 200 (no ARP suppression) with the UDP service 198.19.0.100:80 -> 198.19.0.5:8080, on
+/// a Maglev table of 251 slots (quick to build for every proptest case).
+fn config_with_service() -> SwitchConfig {
+    let mut config = config();
+    config.neighbors.push(Neighbor {
+        vni: vni(200),
+        ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 5)),
+        mac: EthernetAddress(mac(5)),
+    });
+    config.services.push(ServiceSettings {
+        vni: vni(200),
+        key: ServiceKey::new("198.19.0.100:80".parse().unwrap(), Protocol::Udp),
+        service: ServiceConfig {
+            table_size: switchyard::lb::TableSize::new(251).unwrap(),
+            ..ServiceConfig::new(vec![Backend::new("198.19.0.5:8080".parse().unwrap())])
+        },
+    });
+    config
+}
+
+#[test]
+fn service_vips_are_answered_and_translated_and_nothing_else_uses_the_virtual_mac() {
+    let switch = Switch::new(config_with_service()).unwrap();
+    let mut worker = switch.worker();
+    let virtual_mac = LbSettings::DEFAULT_VIRTUAL_MAC;
+    let vip = Ipv4Addr::new(198, 19, 0, 100);
+
+    // ARP for the VIP is answered with the virtual MAC, though VNI 200 does not suppress.
+    let request = switchyard::switch::neighbor::ArpRequest {
+        sender_mac: EthernetAddress(mac(4)),
+        sender_ip: Ipv4Addr::new(198, 19, 0, 4),
+        target_ip: vip,
+    };
+    let mut arp = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_request(
+        request.sender_mac,
+        request.sender_ip,
+        vip,
+        &mut arp,
+    )
+    .unwrap();
+    let out = run(&switch, &mut worker, Ingress::Port(PortId(4)), arp);
+    let mut expected = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_reply(&request, virtual_mac, &mut expected).unwrap();
+    assert_eq!(out, [(Egress::Port(PortId(4)), expected)]);
+
+    // A datagram to the VIP goes to the backend's MAC, address and port.
+    let udp_to = |port: u16, protocol: u8| {
+        let mut f = frame(virtual_mac.0, mac(4));
+        f[23] = protocol;
+        f[30..34].copy_from_slice(&vip.octets());
+        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&port.to_be_bytes());
+        f[38..40].copy_from_slice(&30u16.to_be_bytes());
+        f
+    };
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(4)),
+        udp_to(80, 17),
+    );
+    assert!(!out.is_empty());
+    for (egress, f) in &out {
+        let inner = match egress {
+            Egress::Port(_) => &f[..],
+            Egress::Underlay => &f[50..],
+        };
+        let inner = if inner[12..14] == [0x81, 0x00] {
+            // The trunk's copy carries VLAN 20's tag.
+            [&inner[..12], &inner[16..]].concat()
+        } else {
+            inner.to_vec()
+        };
+        assert_eq!(inner[..6], mac(5), "to the backend's MAC");
+        assert_eq!(inner[6..12], mac(4), "from the client's");
+        assert_eq!(inner[30..34], [198, 19, 0, 5]);
+        assert_eq!(inner[36..38], 8080u16.to_be_bytes());
+    }
+    // Its reply, from the backend's port (learned from the trunk side here), is translated
+    // back: source VIP:80 and the virtual MAC.
+    let mut reply = frame(mac(4), mac(5));
+    reply[26..30].copy_from_slice(&[198, 19, 0, 5]);
+    reply[30..34].copy_from_slice(&[198, 19, 0, 4]);
+    reply[34..36].copy_from_slice(&8080u16.to_be_bytes());
+    reply[36..38].copy_from_slice(&5000u16.to_be_bytes());
+    reply[38..40].copy_from_slice(&30u16.to_be_bytes());
+    let out = run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(9)),
+        tagged(reply, 20),
+    );
+    assert_eq!(out.len(), 1, "to port 4, where mac(4) was learned");
+    let (egress, f) = &out[0];
+    assert_eq!(*egress, Egress::Port(PortId(4)));
+    assert_eq!(f[6..12], virtual_mac.0);
+    assert_eq!(f[26..30], vip.octets());
+    assert_eq!(f[34..36], 80u16.to_be_bytes());
+
+    // A ping to the VIP, and a port the VIP does not serve, stop at the virtual MAC.
+    let dropped = worker.counters.dropped.total();
+    assert!(run(&switch, &mut worker, Ingress::Port(PortId(4)), udp_to(0, 1)).is_empty());
+    assert!(run(
+        &switch,
+        &mut worker,
+        Ingress::Port(PortId(4)),
+        udp_to(81, 17)
+    )
+    .is_empty());
+    assert_eq!(worker.counters.dropped.total(), dropped + 2);
+    assert_eq!(
+        worker
+            .counters
+            .dropped
+            .get(DropReason::VirtualMacNotService),
+        2
+    );
+    // VNI 100 has no services: the VIP's address means nothing there (suppressed VNI, unknown
+    // neighbour: the request floods).
+    let mut arp = vec![0u8; 42];
+    switchyard::switch::neighbor::write_arp_request(
+        EthernetAddress(mac(1)),
+        Ipv4Addr::new(198, 19, 0, 1),
+        vip,
+        &mut arp,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&switch, &mut worker, Ingress::Port(PortId(1)), arp).len(),
+        6
+    );
+}
+
+#[test]
+fn service_configuration_errors_name_the_service() {
+    let key = ServiceKey::new("198.19.0.100:80".parse().unwrap(), Protocol::Udp);
+    let service_error = |config: SwitchConfig| match Switch::new(config).map(|_| ()) {
+        Err(ConfigError::Service { key: k, problem }) => {
+            assert_eq!(k, key);
+            problem
+        }
+        other => panic!("{other:?}"),
+    };
+    // A backend whose MAC the VNI does not know.
+    let mut config = config_with_service();
+    config.neighbors.retain(|n| n.vni != vni(200));
+    assert_eq!(
+        service_error(config),
+        ServiceProblem::BackendWithoutNeighbor(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 5)))
+    );
+    // A VIP that is a host's address.
+    let mut config = config_with_service();
+    config.neighbors.push(Neighbor {
+        vni: vni(200),
+        ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 100)),
+        mac: EthernetAddress(mac(9)),
+    });
+    assert_eq!(service_error(config), ServiceProblem::VipIsNeighbor);
+    // The same backend twice: the load balancer's own error.
+    let mut config = config_with_service();
+    config.services[0]
+        .service
+        .backends
+        .push(Backend::new("198.19.0.5:8080".parse().unwrap()));
+    assert!(matches!(service_error(config), ServiceProblem::Lb(_)));
+    // A VNI without its own configuration.
+    let mut config = config_with_service();
+    config.services[0].vni = vni(300);
+    assert_eq!(service_error(config), ServiceProblem::VniUnknown(vni(300)));
+
+    // At run time: a refused change leaves the services as they were, and the load
+    // balancer's settings are fixed.
+    let switch = Switch::new(config_with_service()).unwrap();
+    let mut bad = config_with_service();
+    bad.services[0].service.backends.clear();
+    bad.services[0]
+        .service
+        .backends
+        .push(Backend::new("198.19.0.6:8080".parse().unwrap()));
+    assert!(switch.reconfigure(bad).is_err());
+    assert_eq!(switch.config(), config_with_service());
+    let mut moved_mac = config_with_service();
+    moved_mac.lb.virtual_mac = EthernetAddress(mac(0x77));
+    assert_eq!(
+        switch.reconfigure(moved_mac).unwrap_err(),
+        ConfigError::LbSettingsFixed
+    );
+    // Removing the service reports every slot moving away from its backend.
+    let mut without = config_with_service();
+    without.services.clear();
+    let changes = switch.reconfigure(without).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].key, key);
+    assert_eq!(changes[0].disruption.slots_moved, 251);
 }

@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::fdb::{Destination, FdbConfig};
+use switchyard::lb::{Backend, Protocol, ServiceConfig, ServiceKey, TableSize};
+use switchyard::switch::ServiceSettings;
 use switchyard::switch::{
     Egress, Ingress, Neighbor, Output, Payload, PortConfig, PortMode, Received, StaticEntry,
     Switch, SwitchConfig, UnderlayConfig, VniSettings, MAX_ACTION_HEADER,
@@ -58,16 +60,38 @@ fn config() -> SwitchConfig {
             mac: EthernetAddress([2, 0, 0, 0, 0, 0x55]),
             destination: Destination::Port(PortId(3)),
         }],
-        neighbors: vec![Neighbor {
-            vni: v(100),
-            ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
-            mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
-        }],
+        neighbors: vec![
+            Neighbor {
+                vni: v(100),
+                ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+                mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            },
+            Neighbor {
+                vni: v(200),
+                ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 5)),
+                mac: EthernetAddress([2, 0, 0, 0, 0, 5]),
+            },
+        ],
         fdb: FdbConfig {
             capacity: 64,
             max_entries_per_vni: 48,
             ..FdbConfig::default()
         },
+        // Services in VNI 200 (which carries inner tags): the load balancer sees tagged and
+        // untagged frames, from ports and the underlay. A small table keeps each run fast.
+        services: [Protocol::Tcp, Protocol::Udp]
+            .map(|protocol| ServiceSettings {
+                vni: v(200),
+                key: ServiceKey::new("198.19.0.100:80".parse().expect("an address"), protocol),
+                service: ServiceConfig {
+                    table_size: TableSize::new(251).expect("a prime"),
+                    ..ServiceConfig::new(vec![Backend::new(
+                        "198.19.0.5:8080".parse().expect("an address"),
+                    )])
+                },
+            })
+            .to_vec(),
+        lb: switchyard::switch::LbSettings::default(),
     }
 }
 

@@ -940,6 +940,11 @@ impl LoadBalancer {
         self.configs.get(key).map(|(c, _)| c)
     }
 
+    /// How many services are configured.
+    pub fn service_count(&self) -> usize {
+        self.configs.len()
+    }
+
     /// The published table of service `key`.
     pub fn service(&self, key: &ServiceKey) -> Option<&ServiceTable> {
         self.configs.get(key).map(|(_, t)| &**t)
@@ -954,6 +959,12 @@ impl LoadBalancer {
             .map(|(_, t)| (t.key.compact(), t.clone()))
             .unzip();
         Services { keys, tables }
+    }
+
+    /// Whether [`LoadBalancer::set_service`] would take `config` for `key`, without changing
+    /// anything (it builds the table and throws it away: milliseconds for a large table).
+    pub fn validate(key: ServiceKey, config: &ServiceConfig) -> Result<(), ConfigError> {
+        ServiceTable::build(key, config, 0).map(drop)
     }
 
     /// Adds or replaces service `key`, rebuilds its table and publishes.
@@ -1051,6 +1062,11 @@ impl fmt::Debug for LbHandle {
 }
 
 impl LbHandle {
+    /// True if both handles are of the same [`LoadBalancer`].
+    pub fn same_load_balancer(&self, other: &LbHandle) -> bool {
+        Arc::ptr_eq(&self.published, &other.published)
+    }
+
     /// A worker with its own connection tracking, on a free worker slot; `None` if all the
     /// slots of [`LoadBalancer::with_max_workers`] are taken. The slot is freed when the
     /// worker is dropped.

@@ -7,6 +7,7 @@ use core::fmt;
 use core::net::IpAddr;
 
 use crate::fdb::{Destination, FdbConfig, FdbError};
+use crate::lb::{self, ConnTrackConfig, LoadBalancer, ServiceConfig, ServiceKey};
 use crate::time::Duration;
 use crate::tunnel::{self, DecapConfig, EncapConfig};
 use crate::wire::EthernetAddress;
@@ -27,6 +28,61 @@ pub struct SwitchConfig {
     pub neighbors: Vec<Neighbor>,
     /// The forwarding table's size bounds.
     pub fdb: FdbConfig,
+    /// Services (VIP, port, protocol) and their backends, load-balanced by the switch.
+    pub services: Vec<ServiceSettings>,
+    /// The load balancer's settings.
+    pub lb: LbSettings,
+}
+
+/// A service the switch load-balances, in one VNI.
+///
+/// Frames in `vni` towards the VIP and port are translated (DNAT) to a backend chosen by
+/// Maglev and sent to that backend's MAC, which the VNI's neighbour table must hold (a
+/// [`Neighbor`] for every backend address). The replies are translated back where the
+/// forward direction was, before they reach the client. The switch answers ARP requests and
+/// neighbour solicitations for the VIP in `vni` with [`LbSettings::virtual_mac`], whether or
+/// not the VNI suppresses ARP/ND.
+///
+/// Each VNI has its own load balancer (services, connection tracking): VNIs are tenants, and
+/// the same VIP may be a different service in another VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The VNI the VIP is reachable in.
+    pub vni: Vni,
+    /// The VIP, port and protocol.
+    pub key: ServiceKey,
+    /// The backends, table size and session affinity.
+    pub service: ServiceConfig,
+}
+
+/// The load balancer's settings, fixed when the switch is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbSettings {
+    /// The MAC the switch answers ARP/ND for VIPs with, and the source MAC of translated
+    /// replies. The same on every node (an anycast gateway MAC): clients may move.
+    pub virtual_mac: EthernetAddress,
+    /// Connection tracking of each worker.
+    pub conntrack: ConnTrackConfig,
+    /// The most workers at a time that translate (each holds a slot to receive new service
+    /// tables); a worker beyond it drops frames in VNIs with services
+    /// ([`DropReason::LbNoWorkerSlot`](crate::DropReason::LbNoWorkerSlot)).
+    pub max_workers: usize,
+}
+
+impl LbSettings {
+    /// The default virtual MAC: locally administered, unicast.
+    pub const DEFAULT_VIRTUAL_MAC: EthernetAddress =
+        EthernetAddress([0x02, 0x73, 0x79, 0x00, 0x00, 0x01]);
+}
+
+impl Default for LbSettings {
+    fn default() -> Self {
+        LbSettings {
+            virtual_mac: Self::DEFAULT_VIRTUAL_MAC,
+            conntrack: ConnTrackConfig::default(),
+            max_workers: 64,
+        }
+    }
 }
 
 /// The underlay side of the switch.
@@ -245,6 +301,54 @@ pub enum ConfigError {
     /// A reconfiguration changes the forwarding table's bounds, which are fixed when the
     /// switch is made.
     FdbBoundsFixed,
+    /// A service names an unknown VNI, a VIP that is also a neighbour, a backend without a
+    /// neighbour entry in its VNI, or the load balancer refused it.
+    Service {
+        /// The service.
+        key: ServiceKey,
+        /// What is wrong.
+        problem: ServiceProblem,
+    },
+    /// Two entries for the same service in one VNI.
+    DuplicateService {
+        /// The VNI.
+        vni: Vni,
+        /// The service.
+        key: ServiceKey,
+    },
+    /// A reconfiguration changes the load balancer's settings (`lb`), which are fixed when the
+    /// switch is made.
+    LbSettingsFixed,
+    /// The virtual MAC is not a unicast MAC.
+    VirtualMac,
+}
+
+/// What is wrong with a service ([`ConfigError::Service`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServiceProblem {
+    /// Its VNI is not configured.
+    VniUnknown(Vni),
+    /// Its VIP is also a neighbour entry of the VNI (a host's address).
+    VipIsNeighbor,
+    /// A backend has no neighbour entry in the VNI, so its MAC is unknown.
+    BackendWithoutNeighbor(IpAddr),
+    /// The load balancer refused the service (table size, backends).
+    Lb(lb::ConfigError),
+}
+
+impl fmt::Display for ServiceProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::VniUnknown(vni) => write!(f, "VNI {vni} is not configured"),
+            Self::VipIsNeighbor => f.write_str("the VIP is also a neighbour entry of the VNI"),
+            Self::BackendWithoutNeighbor(ip) => write!(
+                f,
+                "backend {ip} has no neighbour entry in the VNI (its MAC is unknown)"
+            ),
+            Self::Lb(error) => error.fmt(f),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -281,6 +385,14 @@ impl fmt::Display for ConfigError {
             Self::FdbBoundsFixed => f.write_str(
                 "the forwarding table's bounds (fdb) cannot change while the switch runs",
             ),
+            Self::Service { key, problem } => write!(f, "service {key}: {problem}"),
+            Self::DuplicateService { vni, key } => {
+                write!(f, "service {key} is configured twice in VNI {vni}")
+            }
+            Self::LbSettingsFixed => {
+                f.write_str("the load balancer's settings (lb) cannot change while the switch runs")
+            }
+            Self::VirtualMac => f.write_str("the virtual MAC is not a unicast MAC"),
         }
     }
 }
@@ -425,6 +537,38 @@ impl SwitchConfig {
                     vni: neighbor.vni,
                     ip: neighbor.ip,
                 });
+            }
+        }
+        self.validate_services(&vnis)
+    }
+
+    fn validate_services(&self, vnis: &BTreeSet<Vni>) -> Result<(), ConfigError> {
+        if !self.lb.virtual_mac.is_unicast() || self.lb.virtual_mac.0 == [0; 6] {
+            return Err(ConfigError::VirtualMac);
+        }
+        let neighbors: BTreeSet<(Vni, IpAddr)> =
+            self.neighbors.iter().map(|n| (n.vni, n.ip)).collect();
+        let mut keys = BTreeSet::new();
+        for settings in &self.services {
+            let (vni, key) = (settings.vni, settings.key);
+            let refuse = |problem| Err(ConfigError::Service { key, problem });
+            if !keys.insert((vni, key)) {
+                return Err(ConfigError::DuplicateService { vni, key });
+            }
+            if !vnis.contains(&vni) {
+                return refuse(ServiceProblem::VniUnknown(vni));
+            }
+            if neighbors.contains(&(settings.vni, key.vip)) {
+                return refuse(ServiceProblem::VipIsNeighbor);
+            }
+            for backend in &settings.service.backends {
+                let ip = backend.addr.ip();
+                if !neighbors.contains(&(settings.vni, ip)) {
+                    return refuse(ServiceProblem::BackendWithoutNeighbor(ip));
+                }
+            }
+            if let Err(error) = LoadBalancer::validate(key, &settings.service) {
+                return refuse(ServiceProblem::Lb(error));
             }
         }
         Ok(())

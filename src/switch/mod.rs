@@ -8,12 +8,24 @@
 //!   neighbour discovery from the core (sans-IO: the caller sends the probes it is handed),
 //!   cached, refreshed and retried.
 //!
-//! # The pipeline (work in progress for issue 5)
+//! # The pipeline
 //!
 //! [`Switch::process`] takes a batch of frames from any ports and the underlay and runs each
 //! stage over the whole batch before the next (vector processing, as FD.io VPP's graph nodes
-//! do): classify (port and VLAN -> VNI, or decapsulate), learn the source, answer ARP/ND for
-//! known neighbours, forward (local port, remote VTEP, or flood). Every received frame ends in
+//! do): classify (port and VLAN -> VNI, port security, or decapsulate), learn the source,
+//! answer ARP/ND for known neighbours and for service VIPs, translate packets of services
+//! (DNAT towards a backend, the reverse for replies), forward (local port, remote VTEP, or
+//! flood).
+//!
+//! **Services.** Each VNI with [`ServiceSettings`] has its own load balancer
+//! ([`crate::lb`]): Maglev tables shared by the workers, connection tracking per worker. A
+//! client resolves the VIP to the switch's virtual MAC ([`LbSettings::virtual_mac`]); its
+//! packet is translated to a backend and re-addressed to the backend's MAC (from the
+//! neighbour table), keeping the client's source MAC, so the backend's reply goes straight
+//! back to the client's node, which alone tracks the flow and translates the reply (source
+//! VIP, source MAC the virtual MAC), whether the reply came from a local port or over the
+//! tunnel. A dispatcher that spreads frames over several workers must send both directions of
+//! a connection to the same worker ([`crate::lb::Services::steering_hash`]). Every received frame ends in
 //! exactly one of three ways, counted: forwarded (one or more actions), dropped (one
 //! [`DropReason`](crate::DropReason)) or consumed (answered by the switch). Hence the invariant, checked by the
 //! tests: `received = forwarded + dropped + consumed`.
@@ -39,11 +51,11 @@ pub mod resolver;
 
 #[cfg(feature = "alloc")]
 pub use config::{
-    ConfigError, Neighbor, NextHop, PortConfig, PortMode, PortSecurity, StaticEntry, SwitchConfig,
-    UnderlayConfig, VniSettings,
+    ConfigError, LbSettings, Neighbor, NextHop, PortConfig, PortMode, PortSecurity, ServiceProblem,
+    ServiceSettings, StaticEntry, SwitchConfig, UnderlayConfig, VniSettings,
 };
 #[cfg(feature = "alloc")]
 pub use pipeline::{
-    Action, Egress, Ingress, Output, Payload, Received, Switch, SwitchCounters, TrafficCounters,
-    Worker, MAX_ACTION_HEADER,
+    Action, Egress, Ingress, Output, Payload, Received, ServiceChange, Switch, SwitchCounters,
+    TrafficCounters, Worker, MAX_ACTION_HEADER,
 };

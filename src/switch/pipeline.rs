@@ -6,13 +6,16 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 use core::ops::Range;
 
-use super::config::{underlay_towards, ConfigError, NextHop, PortMode, PortSecurity, SwitchConfig};
+use super::config::{
+    underlay_towards, ConfigError, NextHop, PortMode, PortSecurity, ServiceProblem, SwitchConfig,
+};
 use super::neighbor::{
     parse_arp_request, parse_neighbor_solicitation, write_arp_reply, write_neighbor_advertisement,
     ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
 };
 use super::resolver::{Resolution, Resolver, PROBE_MAX_LEN};
 use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
+use crate::lb::{self, Decision, Disruption, LbHandle, LoadBalancer, ServiceKey};
 use crate::sync::{AtomicU32, Ordering};
 use crate::time::Instant;
 use crate::tunnel::{
@@ -321,6 +324,9 @@ struct VniState {
     index: usize,
     suppress: bool,
     carry_inner_vlan: bool,
+    /// The index of the VNI's load balancer in `State::lbs` (and a worker's `lbs`), if the
+    /// VNI has services.
+    lb: Option<usize>,
 }
 
 /// One worker's private state: counters, IP identification, encapsulation templates and
@@ -337,6 +343,18 @@ pub struct Worker {
     templates: TemplateCache,
     metas: Vec<Meta>,
     flood: FloodList,
+    /// One load-balancer worker per VNI with services, in the order of `State::lbs`; `None`
+    /// where the VNI's load balancer had no free worker slot.
+    lbs: Vec<(Vni, LbHandle, Option<lb::Worker>)>,
+}
+
+impl Worker {
+    /// The connection tracking and affinity state of this worker, per VNI with services.
+    pub fn lb_states(&self) -> impl Iterator<Item = (Vni, &lb::WorkerState)> {
+        self.lbs
+            .iter()
+            .filter_map(|(vni, _, worker)| worker.as_ref().map(|w| (*vni, w.state())))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -373,6 +391,10 @@ struct State {
     ports: SortedMap<PortId, PortState>,
     vnis: SortedMap<Vni, VniState>,
     neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
+    /// The VIPs of each VNI's services, answered for with the virtual MAC.
+    vips: BTreeMap<(Vni, IpAddr), ()>,
+    /// The load balancers of the VNIs with services, by VNI.
+    lbs: Vec<(Vni, LbHandle)>,
     decap: DecapConfig,
 }
 
@@ -398,6 +420,9 @@ pub struct Switch {
     resolver: spin::Mutex<Option<Resolver>>,
     /// Bumped whenever a resolved MAC changes: workers then rebuild their templates.
     resolved: AtomicU32,
+    /// The control plane of each VNI's load balancer. A VNI's load balancer lives as long as
+    /// the VNI has services.
+    lbs: spin::Mutex<BTreeMap<Vni, LoadBalancer>>,
 }
 
 impl Switch {
@@ -405,20 +430,27 @@ impl Switch {
     pub fn new(config: SwitchConfig) -> Result<Switch, ConfigError> {
         config.validate()?;
         let fdb = Fdb::new(config.fdb).map_err(ConfigError::Fdb)?;
-        let state = State::build(config);
+        let mut lbs = BTreeMap::new();
+        apply_services(&mut lbs, &[], &config.services, &config.lb)?;
+        let state = State::build(config, &lbs);
         let switch = Switch {
             fdb,
-            current: spin::Mutex::new(Arc::new(State::build(SwitchConfig {
-                ports: Vec::new(),
-                vnis: Vec::new(),
-                static_entries: Vec::new(),
-                neighbors: Vec::new(),
-                ..state.config.clone()
-            }))),
+            current: spin::Mutex::new(Arc::new(State::build(
+                SwitchConfig {
+                    ports: Vec::new(),
+                    vnis: Vec::new(),
+                    static_entries: Vec::new(),
+                    neighbors: Vec::new(),
+                    services: Vec::new(),
+                    ..state.config.clone()
+                },
+                &BTreeMap::new(),
+            ))),
             generation: AtomicU32::new(0),
             reconfiguring: spin::Mutex::new(()),
             resolver: spin::Mutex::new(resolver_for(&state.config)),
             resolved: AtomicU32::new(0),
+            lbs: spin::Mutex::new(lbs),
         };
         switch
             .apply_to_fdb(None, &state)
@@ -434,18 +466,33 @@ impl Switch {
     ///
     /// What changes: learned entries of removed VNIs and ports are flushed; static entries
     /// follow the new list; flood lists, VNI settings, neighbours, port modes and security,
-    /// and the underlay options apply from the next batch of each worker.
-    pub fn reconfigure(&self, config: SwitchConfig) -> Result<(), ConfigError> {
+    /// and the underlay options apply from the next batch of each worker. Services whose
+    /// configuration changed get new tables (their tracked connections keep their backends
+    /// unless a backend is down or removed); the returned list says, for each, how many Maglev
+    /// slots moved between which backends. The load balancer's settings (`lb`) are fixed at
+    /// [`Switch::new`], like the forwarding table's bounds.
+    pub fn reconfigure(&self, config: SwitchConfig) -> Result<Vec<ServiceChange>, ConfigError> {
         config.validate()?;
         let _one_at_a_time = self.reconfiguring.lock();
         let old = Arc::clone(&self.current.lock());
         if config.fdb != old.config.fdb {
             return Err(ConfigError::FdbBoundsFixed);
         }
-        let new = State::build(config);
+        if config.lb != old.config.lb {
+            return Err(ConfigError::LbSettingsFixed);
+        }
+        let mut lbs = self.lbs.lock();
+        let changes = apply_services(&mut lbs, &old.config.services, &config.services, &config.lb)?;
+        let new = State::build(config, &lbs);
         if let Err(error) = self.apply_to_fdb(Some(&old), &new) {
-            // Put the table back as the running configuration has it.
+            // Put the table and the services back as the running configuration has them.
             let _ = self.apply_to_fdb(Some(&new), &old);
+            let _ = apply_services(
+                &mut lbs,
+                &new.config.services,
+                &old.config.services,
+                &old.config.lb,
+            );
             return Err(ConfigError::Fdb(error));
         }
         if new.config.underlay != old.config.underlay {
@@ -453,7 +500,7 @@ impl Switch {
         }
         *self.current.lock() = Arc::new(new);
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(())
+        Ok(changes)
     }
 
     /// Makes the forwarding table match `new`: flood lists, VNI settings and static entries,
@@ -608,13 +655,14 @@ impl Switch {
                     .collect(),
                 ..SwitchCounters::default()
             },
-            state,
             generation,
             resolved: self.resolved.load(Ordering::Acquire),
             ident: IpIdent::new(0),
             templates: TemplateCache::new(),
             metas: Vec::new(),
             flood: self.fdb.flood_buffer(),
+            lbs: lb_workers(Vec::new(), &state),
+            state,
         }
     }
 
@@ -635,6 +683,7 @@ impl Switch {
         worker.counters.ports = carried(&worker.counters.ports, state.ports.keys());
         worker.counters.vnis = carried(&worker.counters.vnis, state.vnis.keys());
         worker.templates = TemplateCache::new();
+        worker.lbs = lb_workers(core::mem::take(&mut worker.lbs), &state);
         worker.state = state;
         worker.generation = generation;
     }
@@ -658,6 +707,7 @@ impl Switch {
             templates,
             metas,
             flood,
+            lbs,
             ..
         } = worker;
         let state: &State = state;
@@ -697,7 +747,15 @@ impl Switch {
                 state.answer(received, meta, output);
             }
         }
-        // Stage 4: forward.
+        // Stage 4: services: DNAT towards VIPs, reverse NAT of replies.
+        if !state.lbs.is_empty() {
+            for (received, meta) in batch.iter_mut().zip(metas.iter_mut()) {
+                if meta.verdict == Verdict::Pending {
+                    state.balance(received, meta, lbs, now);
+                }
+            }
+        }
+        // Stage 5: forward.
         let mut forwarding = Forwarding {
             now,
             state,
@@ -923,7 +981,8 @@ struct Forwarding<'a> {
 }
 
 impl State {
-    fn build(config: SwitchConfig) -> State {
+    fn build(config: SwitchConfig, lbs: &BTreeMap<Vni, LoadBalancer>) -> State {
+        let lbs: Vec<(Vni, LbHandle)> = lbs.iter().map(|(&vni, lb)| (vni, lb.handle())).collect();
         let mut ids: Vec<PortId> = config.ports.iter().map(|p| p.id).collect();
         ids.sort();
         let ports = config
@@ -948,6 +1007,7 @@ impl State {
                     index: vni_ids.binary_search(&settings.vni).unwrap_or(0),
                     suppress: settings.suppress_arp_nd,
                     carry_inner_vlan: settings.carry_inner_vlan,
+                    lb: lbs.iter().position(|(vni, _)| *vni == settings.vni),
                 };
                 (settings.vni, state)
             })
@@ -956,6 +1016,11 @@ impl State {
             .neighbors
             .iter()
             .map(|n| ((n.vni, n.ip), n.mac))
+            .collect();
+        let vips = config
+            .services
+            .iter()
+            .map(|service| ((service.vni, service.key.vip), ()))
             .collect();
         let decap = DecapConfig {
             // Per VNI, checked after decapsulation.
@@ -966,6 +1031,8 @@ impl State {
             ports: SortedMap::from_unsorted(ports),
             vnis: SortedMap::from_unsorted(vnis),
             neighbors,
+            vips,
+            lbs,
             decap,
             config,
         }
@@ -1068,18 +1135,26 @@ impl State {
         let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
             return;
         };
-        if !self.vnis.get(&meta.vni).is_some_and(|v| v.suppress) {
+        let suppress = self.vnis.get(&meta.vni).is_some_and(|v| v.suppress);
+        if !suppress && self.vips.is_empty() {
             return;
         }
+        // VIPs are always answered (nobody else has them); hosts when the VNI suppresses.
+        let known = |ip: IpAddr| {
+            if self.vips.contains_key(&(meta.vni, ip)) {
+                Some(self.config.lb.virtual_mac)
+            } else if suppress {
+                self.neighbors.get(&(meta.vni, ip)).copied()
+            } else {
+                None
+            }
+        };
         let Some(frame) = received.frame.get(meta.inner.clone()) else {
             return;
         };
         let start = output.generated.len();
         if let Some(request) = parse_arp_request(frame) {
-            let Some(&mac) = self
-                .neighbors
-                .get(&(meta.vni, IpAddr::V4(request.target_ip)))
-            else {
+            let Some(mac) = known(IpAddr::V4(request.target_ip)) else {
                 return;
             };
             output.generated.resize(start + ARP_REPLY_LEN, 0);
@@ -1089,10 +1164,7 @@ impl State {
             };
             output.generated.truncate(start + len);
         } else if let Some(solicitation) = parse_neighbor_solicitation(frame) {
-            let Some(&mac) = self
-                .neighbors
-                .get(&(meta.vni, IpAddr::V6(solicitation.target_ip)))
-            else {
+            let Some(mac) = known(IpAddr::V6(solicitation.target_ip)) else {
                 return;
             };
             output
@@ -1114,6 +1186,69 @@ impl State {
         let end = output.generated.len();
         self.to_port_generated(port, meta.vni, start..end, output);
         meta.verdict = Verdict::Consumed;
+    }
+
+    /// The service stage: a packet towards a VIP of the frame's VNI is translated to a backend
+    /// and its frame re-addressed to the backend's MAC; a reply of a translated flow gets the
+    /// VIP back as its source and the virtual MAC as its source MAC. Other frames pass
+    /// untouched, except those sent to the virtual MAC, which only services may use.
+    fn balance(
+        &self,
+        received: &mut Received<'_>,
+        meta: &mut Meta,
+        lbs: &mut [(Vni, LbHandle, Option<lb::Worker>)],
+        now: Instant,
+    ) {
+        let Some(index) = self.vnis.get(&meta.vni).and_then(|v| v.lb) else {
+            return;
+        };
+        let Some(frame) = received.frame.get_mut(meta.inner.clone()) else {
+            return;
+        };
+        let l3 = match frame.get(12..14) {
+            Some(&[a, b]) => match u16::from_be_bytes([a, b]) {
+                ethertype::IPV4 | ethertype::IPV6 => ETHERNET_HEADER_LEN,
+                ethertype::VLAN => match frame.get(16..18) {
+                    Some(&[a, b])
+                        if matches!(
+                            u16::from_be_bytes([a, b]),
+                            ethertype::IPV4 | ethertype::IPV6
+                        ) =>
+                    {
+                        ETHERNET_HEADER_LEN + 4
+                    }
+                    _ => return,
+                },
+                _ => return,
+            },
+            _ => return,
+        };
+        let virtual_mac = self.config.lb.virtual_mac;
+        let to_virtual = frame.get(..6) == Some(&virtual_mac.0[..]);
+        let Some(worker) = lbs.get_mut(index).and_then(|(_, _, w)| w.as_mut()) else {
+            meta.verdict = Verdict::Dropped(DropReason::LbNoWorkerSlot);
+            return;
+        };
+        let Some((macs, packet)) = frame.split_at_mut_checked(l3) else {
+            return;
+        };
+        match worker.process(packet, now) {
+            Decision::Forward { backend } => {
+                match self.neighbors.get(&(meta.vni, backend.addr.ip())) {
+                    Some(mac) => macs[..6].copy_from_slice(&mac.0),
+                    None => meta.verdict = Verdict::Dropped(DropReason::LbBackendUnresolved),
+                }
+            }
+            Decision::Reply { .. } => macs[6..12].copy_from_slice(&virtual_mac.0),
+            Decision::NotForUs if to_virtual => {
+                meta.verdict = Verdict::Dropped(DropReason::VirtualMacNotService);
+            }
+            Decision::NotForUs => {}
+            // A malformed IP packet not sent to a VIP's MAC is only switched, as without
+            // services.
+            Decision::Drop(DropReason::LbMalformed) if !to_virtual => {}
+            Decision::Drop(reason) => meta.verdict = Verdict::Dropped(reason),
+        }
     }
 
     /// Sends the frame to a local port (tagged for a trunk). False if the port is no longer
@@ -1178,6 +1313,96 @@ impl State {
         }
         output.actions.push(action);
     }
+}
+
+/// What a reconfiguration changed in one service: how many of its Maglev slots moved, from
+/// which backends to which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceChange {
+    /// The service's VNI.
+    pub vni: Vni,
+    /// The service.
+    pub key: ServiceKey,
+    /// The slots that moved (all of them for a new service, none left for a removed one).
+    pub disruption: Disruption,
+}
+
+/// Makes the load balancers' services go from `old` to `new`: removes what `new` lacks, sets
+/// what changed, makes a load balancer for each VNI that gains services and drops those of
+/// VNIs left without. On an error (which validation makes impossible: it builds the same
+/// tables) the services are put back as `old` has them.
+fn apply_services(
+    lbs: &mut BTreeMap<Vni, LoadBalancer>,
+    old: &[super::config::ServiceSettings],
+    new: &[super::config::ServiceSettings],
+    settings: &super::config::LbSettings,
+) -> Result<Vec<ServiceChange>, ConfigError> {
+    let mut changes = Vec::new();
+    let mut failed = None;
+    for gone in old {
+        if !new.iter().any(|s| s.vni == gone.vni && s.key == gone.key) {
+            if let Some(lb) = lbs.get_mut(&gone.vni) {
+                if let Ok(disruption) = lb.remove_service(&gone.key) {
+                    changes.push(ServiceChange {
+                        vni: gone.vni,
+                        key: gone.key,
+                        disruption,
+                    });
+                }
+            }
+        }
+    }
+    for service in new {
+        let unchanged = old.iter().any(|s| s == service);
+        if unchanged && lbs.contains_key(&service.vni) {
+            continue;
+        }
+        let lb = lbs
+            .entry(service.vni)
+            .or_insert_with(|| LoadBalancer::with_max_workers(settings.max_workers));
+        match lb.set_service(service.key, service.service.clone()) {
+            Ok(disruption) => changes.push(ServiceChange {
+                vni: service.vni,
+                key: service.key,
+                disruption,
+            }),
+            Err(error) => {
+                failed = Some(ConfigError::Service {
+                    key: service.key,
+                    problem: ServiceProblem::Lb(error),
+                });
+                break;
+            }
+        }
+    }
+    if let Some(error) = failed {
+        let _ = apply_services(lbs, new, old, settings);
+        return Err(error);
+    }
+    lbs.retain(|_, lb| lb.service_count() > 0);
+    Ok(changes)
+}
+
+/// A worker's load-balancer workers for `state`'s VNIs with services: the ones it had for the
+/// same load balancers, new ones for the others.
+fn lb_workers(
+    mut had: Vec<(Vni, LbHandle, Option<lb::Worker>)>,
+    state: &State,
+) -> Vec<(Vni, LbHandle, Option<lb::Worker>)> {
+    state
+        .lbs
+        .iter()
+        .map(|(vni, handle)| {
+            let kept = had
+                .iter()
+                .position(|(v, h, _)| v == vni && h.same_load_balancer(handle))
+                .map(|i| had.swap_remove(i));
+            kept.unwrap_or_else(|| {
+                let worker = handle.worker(state.config.lb.conntrack);
+                (*vni, handle.clone(), worker)
+            })
+        })
+        .collect()
 }
 
 /// Port security: the frame's source MAC and source IP address against what the port allows.

@@ -3,8 +3,14 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use switchyard::switch::{Egress, Ingress, Output, Received, Switch, Worker};
-use switchyard::PortId;
+use switchyard::fdb::FdbConfig;
+use switchyard::switch::{
+    Egress, Ingress, LbSettings, NextHop, Output, PortConfig, Received, Switch, SwitchConfig,
+    UnderlayConfig, VniSettings, Worker,
+};
+use switchyard::tunnel::{DecapConfig, EncapConfig};
+use switchyard::wire::EthernetAddress;
+use switchyard::{PortId, Vni};
 
 /// One switchyard node: its switch, one worker, and which host sits on which port.
 pub struct Node {
@@ -13,6 +19,58 @@ pub struct Node {
     pub underlay_ip: IpAddr,
     /// (port, host index)
     pub ports: Vec<(PortId, usize)>,
+}
+
+impl Node {
+    /// A node running `config`, with host `host` on port `port` for each `(port, host)`.
+    pub fn new(config: SwitchConfig, ports: Vec<(PortId, usize)>) -> Node {
+        let underlay_ip = config.underlay.local_ip;
+        let switch = Switch::new(config).expect("a valid configuration");
+        let worker = switch.worker();
+        Node {
+            switch,
+            worker,
+            underlay_ip,
+            ports,
+        }
+    }
+}
+
+/// The configuration of a node of a flat cluster: the underlay address `local_ip`, the
+/// access ports `ports` all in `vni`, which floods to the VTEPs `others`. The in-memory
+/// underlay routes by outer IP address, so any next-hop MAC will do.
+pub fn node_config(
+    local_ip: IpAddr,
+    local_mac: EthernetAddress,
+    vni: Vni,
+    others: Vec<IpAddr>,
+    ports: &[(PortId, usize)],
+) -> SwitchConfig {
+    SwitchConfig {
+        underlay: UnderlayConfig {
+            local_ip,
+            local_mac,
+            next_hop: NextHop::Static {
+                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
+                per_vtep: Vec::new(),
+            },
+            encap: EncapConfig::default(),
+            decap: DecapConfig::default(),
+        },
+        ports: ports
+            .iter()
+            .map(|&(id, _)| PortConfig::access(id, vni))
+            .collect(),
+        vnis: vec![VniSettings::new(vni, others)],
+        static_entries: Vec::new(),
+        neighbors: Vec::new(),
+        fdb: FdbConfig {
+            capacity: 4096,
+            ..FdbConfig::default()
+        },
+        services: Vec::new(),
+        lb: LbSettings::default(),
+    }
 }
 
 /// Nodes joined by an underlay that delivers each outer frame to the node owning its outer

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test crate uses its own part of the harness.
 
 pub mod cluster;
+pub mod service;
 
 use std::collections::VecDeque;
 
