@@ -9,7 +9,9 @@
 //! It prints what happens: ARP and pings between hosts on different nodes, a 1 MiB TCP
 //! transfer across the overlay (checked byte for byte), what each node learned, and each
 //! node's counters, whose invariant (received = forwarded + dropped + consumed) is checked
-//! after every batch.
+//! after every batch. Then a service: a VIP with three backends on three nodes, connections
+//! spread over them by Maglev, a transfer that survives the removal of another backend, and
+//! what each change moved.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -151,12 +153,141 @@ fn main() {
             println!("    fdb {} -> {}", entry.mac, entry.destination);
         }
     }
+    println!("\nunderlay frames lost: {}", cluster.lost);
+    let service_ok = service_demo();
     println!(
-        "\nunderlay frames lost: {}; done in {:.2} s of wall time",
-        cluster.lost,
+        "\ndone in {:.2} s of wall time",
         started.elapsed().as_secs_f64()
     );
-    if received != data || cluster.lost != 0 {
+    if received != data || cluster.lost != 0 || !service_ok {
         std::process::exit(1);
     }
+}
+
+/// The service part; true if everything worked.
+fn service_demo() -> bool {
+    use sim::service::{host_ip, ServiceLab, BACKENDS, CLIENT, VIP, VIP_PORT};
+    use smoltcp::socket::tcp;
+
+    let mut lab = ServiceLab::new();
+    println!(
+        "\n== service {VIP}:{VIP_PORT}/tcp -> backends {}, {}, {} (port 8080) on nodes 1, 2, 3",
+        host_ip(1),
+        host_ip(2),
+        host_ip(3)
+    );
+    println!(
+        "  client {} on node 1 resolves the VIP: the switch answers with its virtual MAC",
+        host_ip(CLIENT)
+    );
+    let first_port = 40000;
+    let connections = 30u16;
+    let sockets: Vec<_> = (0..connections)
+        .map(|i| lab.connect(first_port + i))
+        .collect();
+    lab.run(300);
+    let mut per_backend = [0usize; 4];
+    let mut placed = Vec::new();
+    for (i, &socket) in sockets.iter().enumerate() {
+        let port = first_port + i as u16;
+        let established = lab.hosts[CLIENT].tcp(socket).state() == tcp::State::Established;
+        if let (true, Some((backend, _))) = (established, lab.backend_of(port)) {
+            per_backend[backend] += 1;
+            placed.push((port, backend));
+        }
+    }
+    println!("  {connections} connections to the VIP, spread by Maglev:");
+    for backend in BACKENDS {
+        println!(
+            "    {}: {} connections",
+            host_ip(backend),
+            per_backend[backend]
+        );
+    }
+
+    // A 1 MiB transfer on a connection to a remote backend; halfway, another backend leaves.
+    let Some(&(long_port, long_backend)) = placed.iter().find(|&&(_, b)| b != 1) else {
+        println!("  no connection reached a remote backend");
+        return false;
+    };
+    let Some(&removed) = BACKENDS.iter().find(|&&b| b != long_backend) else {
+        return false;
+    };
+    let long = sockets[usize::from(long_port - first_port)];
+    let Some((_, server)) = lab.backend_of(long_port) else {
+        return false;
+    };
+    println!(
+        "  1 MiB on the connection from port {long_port} (backend {}); halfway, backend {} is removed",
+        host_ip(long_backend),
+        host_ip(removed)
+    );
+    let data = pattern(1 << 20, 7);
+    let (mut sent, mut received) = (0, Vec::with_capacity(data.len()));
+    let mut removed_yet = false;
+    for _ in 0..200_000 {
+        let s = lab.hosts[CLIENT].tcp(long);
+        if s.can_send() && sent < data.len() {
+            sent += s.send_slice(&data[sent..]).unwrap_or(0);
+        }
+        let s = lab.hosts[long_backend].tcp(server);
+        while s.can_recv() {
+            let _ = s.recv(|bytes| {
+                received.extend_from_slice(bytes);
+                (bytes.len(), ())
+            });
+        }
+        if !removed_yet && received.len() >= data.len() / 2 {
+            removed_yet = true;
+            let reports = lab.remove_backend(removed);
+            if let Some(change) = reports.first().and_then(|r| r.first()) {
+                println!(
+                    "    node 1 reports: {} of {} Maglev slots moved",
+                    change.disruption.slots_moved, change.disruption.table_size
+                );
+                for m in &change.disruption.moves {
+                    println!(
+                        "      {} -> {}: {} slots",
+                        m.from.as_deref().unwrap_or("-"),
+                        m.to.as_deref().unwrap_or("-"),
+                        m.slots
+                    );
+                }
+            }
+        }
+        if received.len() == data.len() {
+            break;
+        }
+        lab.run(1);
+    }
+    let intact = received == data;
+    println!(
+        "  {} bytes received, byte-exact: {intact}; the connection is {:?}",
+        received.len(),
+        lab.hosts[CLIENT].tcp(long).state()
+    );
+
+    println!("\n== service counters");
+    for (n, node) in lab.cluster.nodes.iter().enumerate() {
+        let c = &node.worker.counters;
+        print!(
+            "  node {}: received {} = forwarded {} + dropped {} + consumed {}",
+            n + 1,
+            c.received,
+            c.forwarded,
+            c.dropped.total(),
+            c.consumed
+        );
+        for (_, state) in node.worker.lb_states() {
+            let ct = state.conntrack.counters();
+            print!(
+                "; conntrack {} flows, {} hits, {} SYN misses",
+                state.conntrack.len(),
+                ct.hits,
+                ct.misses_syn
+            );
+        }
+        println!();
+    }
+    intact && lab.cluster.lost == 0
 }
