@@ -645,6 +645,23 @@ impl Fdb {
         core::hint::black_box(self.table.touch(home));
     }
 
+    /// Starts loading what [`Fdb::learn`] (with `for_learning`: the bucket and its entries'
+    /// last-seen ticks) or [`Fdb::lookup`] (the bucket) of each key of `keys` reads, a group of
+    /// keys at a time so that their misses overlap (see [`Fdb::lookup_batch`]). For a pipeline
+    /// that learns and looks up a whole batch in later stages: those then find the lines in
+    /// the cache. Changes nothing.
+    pub fn prefetch_batch(&self, keys: &[(Vni, EthernetAddress)], for_learning: bool) {
+        let mut touched = 0u32;
+        for &(vni, mac) in keys {
+            let home = self.table.home(Key::new(vni, mac));
+            touched ^= self.table.touch(home);
+            if for_learning {
+                touched ^= self.table.touch_last_seen(home);
+            }
+        }
+        core::hint::black_box(touched);
+    }
+
     /// [`Fdb::lookup`] of every key of `keys` into the same position of `out`: exactly what
     /// one-at-a-time lookups return, faster. Keys beyond `out.len()` (or positions of `out`
     /// beyond `keys.len()`) are left alone.

@@ -75,6 +75,8 @@ pub struct Action {
     pub egress: Egress,
     header: [u8; MAX_ACTION_HEADER],
     header_len: u8,
+    /// The egress port's index among the worker's port counters (`NONE` for the underlay).
+    counter: u32,
     /// What follows the header.
     pub payload: Payload,
 }
@@ -204,6 +206,7 @@ fn push_underlay_probe(output: &mut Output, probe: &[u8]) {
         egress: Egress::Underlay,
         header: [0; MAX_ACTION_HEADER],
         header_len: 0,
+        counter: NONE,
         payload: Payload::Generated(start..output.generated.len()),
     });
 }
@@ -342,6 +345,8 @@ pub struct Worker {
     ident: IpIdent,
     templates: TemplateCache,
     metas: Vec<Meta>,
+    /// Forwarding-table keys of a batch, to prefetch.
+    keys: Vec<(Vni, EthernetAddress)>,
     flood: FloodList,
     /// One load-balancer worker per VNI with services, in the order of `State::lbs`; `None`
     /// where the VNI's load balancer had no free worker slot.
@@ -363,15 +368,32 @@ struct Meta {
     inner: Range<usize>,
     from: Destination,
     verdict: Verdict,
+    /// The ingress port's index in `State::ports` (and the worker's port counters), or
+    /// `NONE` (the underlay, or an unknown port).
+    port: u32,
+    /// The VNI's index in `State::vnis` (and the worker's VNI counters), or `NONE`.
+    vni_index: u32,
 }
 
+/// No index ([`Meta::port`], [`Meta::vni_index`]).
+const NONE: u32 = u32::MAX;
+
 impl Meta {
-    fn consumed() -> Meta {
+    fn dropped(reason: DropReason, port: u32) -> Meta {
         Meta {
             vni: Vni::from_u24_truncating(0),
             inner: 0..0,
             from: Destination::Port(PortId(0)),
+            verdict: Verdict::Dropped(reason),
+            port,
+            vni_index: NONE,
+        }
+    }
+
+    fn consumed() -> Meta {
+        Meta {
             verdict: Verdict::Consumed,
+            ..Meta::dropped(DropReason::NoDestination, NONE)
         }
     }
 }
@@ -395,6 +417,8 @@ struct State {
     vips: BTreeMap<(Vni, IpAddr), ()>,
     /// The load balancers of the VNIs with services, by VNI.
     lbs: Vec<(Vni, LbHandle)>,
+    /// Whether any VNI suppresses ARP/ND or has VIPs: whether stage 3 runs at all.
+    answers: bool,
     decap: DecapConfig,
 }
 
@@ -660,6 +684,7 @@ impl Switch {
             ident: IpIdent::new(0),
             templates: TemplateCache::new(),
             metas: Vec::new(),
+            keys: Vec::new(),
             flood: self.fdb.flood_buffer(),
             lbs: lb_workers(Vec::new(), &state),
             state,
@@ -706,6 +731,7 @@ impl Switch {
             ident,
             templates,
             metas,
+            keys,
             flood,
             lbs,
             ..
@@ -721,6 +747,29 @@ impl Switch {
                 continue;
             }
             metas.push(state.classify(received));
+        }
+        // Start loading the forwarding table's lines that stages 2 and 5 read, a batch at a
+        // time, so that their cache misses overlap: the sources' buckets and last-seen ticks,
+        // then the unicast destinations' buckets.
+        for meta_key in [true, false] {
+            keys.clear();
+            for (received, meta) in batch.iter().zip(metas.iter()) {
+                if meta.verdict != Verdict::Pending {
+                    continue;
+                }
+                let at = if meta_key { 6 } else { 0 };
+                let Some(mac) = received
+                    .frame
+                    .get(meta.inner.start + at..meta.inner.start + at + 6)
+                else {
+                    continue;
+                };
+                let mac = EthernetAddress::from_bytes(mac);
+                if mac.is_unicast() {
+                    keys.push((meta.vni, mac));
+                }
+            }
+            self.fdb.prefetch_batch(keys, meta_key);
         }
         // Stage 2: learn the sources.
         for (received, meta) in batch.iter().zip(metas.iter_mut()) {
@@ -741,10 +790,12 @@ impl Switch {
                 _ => {}
             }
         }
-        // Stage 3: answer ARP / ND for known neighbours.
-        for (received, meta) in batch.iter().zip(metas.iter_mut()) {
-            if meta.verdict == Verdict::Pending {
-                state.answer(received, meta, output);
+        // Stage 3: answer ARP / ND for known neighbours and VIPs.
+        if state.answers {
+            for (received, meta) in batch.iter().zip(metas.iter_mut()) {
+                if meta.verdict == Verdict::Pending {
+                    state.answer(received, meta, output);
+                }
             }
         }
         // Stage 4: services: DNAT towards VIPs, reverse NAT of replies.
@@ -786,22 +837,16 @@ impl Switch {
                 }
             };
             let traffic = match received.ingress {
-                Ingress::Port(port) => state
-                    .ports
-                    .get(&port)
-                    .and_then(|p| counters.ports.get_mut(p.index))
-                    .map(|(_, t)| t),
+                Ingress::Port(_) => counters.ports.get_mut(meta.port as usize).map(|(_, t)| t),
                 Ingress::Underlay => Some(&mut counters.underlay),
             };
             if let Some(traffic) = traffic {
                 traffic.received += 1;
                 traffic.dropped += u64::from(dropped);
             }
-            if let Some(vni) = state.vnis.get(&meta.vni) {
-                if let Some((_, traffic)) = counters.vnis.get_mut(vni.index) {
-                    traffic.received += 1;
-                    traffic.dropped += u64::from(dropped);
-                }
+            if let Some((_, traffic)) = counters.vnis.get_mut(meta.vni_index as usize) {
+                traffic.received += 1;
+                traffic.dropped += u64::from(dropped);
             }
         }
         counters.sent += output.actions.len() as u64;
@@ -810,10 +855,9 @@ impl Switch {
                 counters.generated += 1;
             }
             let traffic = match action.egress {
-                Egress::Port(port) => state
+                Egress::Port(_) => counters
                     .ports
-                    .get(&port)
-                    .and_then(|p| counters.ports.get_mut(p.index))
+                    .get_mut(action.counter as usize)
                     .map(|(_, t)| t),
                 Egress::Underlay => Some(&mut counters.underlay),
             };
@@ -937,6 +981,7 @@ impl Switch {
             egress: Egress::Underlay,
             header: [0; MAX_ACTION_HEADER],
             header_len: 0,
+            counter: NONE,
             payload: Payload::Received {
                 index,
                 range: meta.inner.clone(),
@@ -1017,7 +1062,7 @@ impl State {
             .iter()
             .map(|n| ((n.vni, n.ip), n.mac))
             .collect();
-        let vips = config
+        let vips: BTreeMap<(Vni, IpAddr), ()> = config
             .services
             .iter()
             .map(|service| ((service.vni, service.key.vip), ()))
@@ -1031,11 +1076,21 @@ impl State {
             ports: SortedMap::from_unsorted(ports),
             vnis: SortedMap::from_unsorted(vnis),
             neighbors,
+            answers: !vips.is_empty() || config.vnis.iter().any(|v| v.suppress_arp_nd),
             vips,
             lbs,
             decap,
             config,
         }
+    }
+
+    /// The state of `meta`'s VNI (found at classification).
+    #[inline]
+    fn vni_state(&self, meta: &Meta) -> Option<&VniState> {
+        self.vnis
+            .entries
+            .get(meta.vni_index as usize)
+            .map(|(_, state)| state)
     }
 
     /// The flood list of `vni`: its local ports in port order, then its remote VTEPs.
@@ -1059,18 +1114,14 @@ impl State {
     }
 
     fn classify(&self, received: &mut Received<'_>) -> Meta {
-        let dropped = |reason| Meta {
-            vni: Vni::from_u24_truncating(0),
-            inner: 0..0,
-            from: Destination::Port(PortId(0)),
-            verdict: Verdict::Dropped(reason),
-        };
         let frame = &mut *received.frame;
         match received.ingress {
             Ingress::Port(port) => {
                 let Some(state) = self.ports.get(&port) else {
-                    return dropped(DropReason::PortUnknown);
+                    return Meta::dropped(DropReason::PortUnknown, NONE);
                 };
+                let index = state.index as u32;
+                let dropped = |reason| Meta::dropped(reason, index);
                 if frame.len() < ETHERNET_HEADER_LEN {
                     return dropped(DropReason::InnerTruncated);
                 }
@@ -1106,9 +1157,12 @@ impl State {
                     inner,
                     from: Destination::Port(port),
                     verdict: Verdict::Pending,
+                    port: index,
+                    vni_index: settings.index as u32,
                 }
             }
             Ingress::Underlay => {
+                let dropped = |reason| Meta::dropped(reason, NONE);
                 let decapsulated = match decap(&self.decap, frame) {
                     Ok(d) => d,
                     Err(reason) => return dropped(reason),
@@ -1124,6 +1178,8 @@ impl State {
                     inner: decapsulated.inner,
                     from: Destination::Vtep(decapsulated.outer.src()),
                     verdict: Verdict::Pending,
+                    port: NONE,
+                    vni_index: settings.index as u32,
                 }
             }
         }
@@ -1135,7 +1191,7 @@ impl State {
         let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
             return;
         };
-        let suppress = self.vnis.get(&meta.vni).is_some_and(|v| v.suppress);
+        let suppress = self.vni_state(meta).is_some_and(|v| v.suppress);
         if !suppress && self.vips.is_empty() {
             return;
         }
@@ -1199,7 +1255,7 @@ impl State {
         lbs: &mut [(Vni, LbHandle, Option<lb::Worker>)],
         now: Instant,
     ) {
-        let Some(index) = self.vnis.get(&meta.vni).and_then(|v| v.lb) else {
+        let Some(index) = self.vni_state(meta).and_then(|v| v.lb) else {
             return;
         };
         let Some(frame) = received.frame.get_mut(meta.inner.clone()) else {
@@ -1261,13 +1317,17 @@ impl State {
         meta: &Meta,
         output: &mut Output,
     ) -> bool {
-        let Some(tag) = self.ports.get(&port).and_then(|p| p.tag_for(meta.vni)) else {
+        let Some(state) = self.ports.get(&port) else {
+            return false;
+        };
+        let Some(tag) = state.tag_for(meta.vni) else {
             return false;
         };
         let mut action = Action {
             egress: Egress::Port(port),
             header: [0; MAX_ACTION_HEADER],
             header_len: 0,
+            counter: state.index as u32,
             payload: Payload::Received {
                 index,
                 range: meta.inner.clone(),
@@ -1292,13 +1352,17 @@ impl State {
     }
 
     fn to_port_generated(&self, port: PortId, vni: Vni, range: Range<usize>, output: &mut Output) {
-        let Some(tag) = self.ports.get(&port).and_then(|p| p.tag_for(vni)) else {
+        let Some(state) = self.ports.get(&port) else {
+            return;
+        };
+        let Some(tag) = state.tag_for(vni) else {
             return;
         };
         let mut action = Action {
             egress: Egress::Port(port),
             header: [0; MAX_ACTION_HEADER],
             header_len: 0,
+            counter: state.index as u32,
             payload: Payload::Generated(range.clone()),
         };
         if let Some(vid) = tag {
