@@ -1,10 +1,5 @@
-//! The in-memory cluster demo: switchyard nodes joined by an in-memory underlay, smoltcp
-//! hosts on their access ports, a fake clock. No privileges, no network: it runs anywhere and
-//! ends by itself.
-//!
-//! ```sh
-//! cargo run --release --example cluster-demo
-//! ```
+//! `vswitch demo`: switchyard nodes joined by an in-memory underlay, smoltcp hosts on their
+//! access ports, a fake clock. No privileges, no network: it runs anywhere and ends by itself.
 //!
 //! It prints what happens: ARP and pings between hosts on different nodes, a 1 MiB TCP
 //! transfer across the overlay (checked byte for byte), what each node learned, and each
@@ -13,7 +8,7 @@
 //! spread over them by Maglev, a transfer that survives the removal of another backend, and
 //! what each change moved.
 
-#[path = "../tests/sim/mod.rs"]
+#[path = "../../tests/sim/mod.rs"]
 mod sim;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -54,7 +49,8 @@ fn node(n: u8) -> Node {
     )
 }
 
-fn main() {
+/// Runs the demo; the process exits with 1 if anything did not work.
+pub fn main() {
     let started = WallClock::now();
     let mut clock = Clock::default();
     let mut cluster = Cluster {
