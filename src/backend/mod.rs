@@ -12,8 +12,13 @@ use std::io;
 use std::os::fd::RawFd;
 use std::vec::Vec;
 
+#[cfg(feature = "af-packet")]
+pub mod af_packet;
 pub mod memory;
+pub mod netns;
 mod offload;
+#[cfg(feature = "af-packet")]
+pub mod packet_mmsg;
 mod worker;
 
 pub use offload::{FrameMeta, Gso, GsoKind, PartialChecksum, VNET_HEADER_LEN};
