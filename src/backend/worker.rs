@@ -31,6 +31,9 @@ pub struct LoopConfig {
     /// Empty turns before sleeping: spinning a little keeps latency low under bursts
     /// without burning a core when idle.
     pub idle_spins: u32,
+    /// Most bytes of segments cut from GSO super-frames per batch (8 MiB: some 120 full
+    /// 64 KB super-frames); super-frames beyond it are dropped and counted.
+    pub gso_scratch_limit: usize,
 }
 
 impl Default for LoopConfig {
@@ -40,6 +43,7 @@ impl Default for LoopConfig {
             timer_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_millis(10),
             idle_spins: 32,
+            gso_scratch_limit: 8 << 20,
         }
     }
 }
@@ -68,8 +72,11 @@ pub struct LoopStats {
     pub checksums_completed: u64,
     /// GSO super-frames received.
     pub gso_frames: u64,
-    /// GSO super-frames dropped: nothing in this loop segments them yet, and sending one as
-    /// is would put a frame far above the MTU, with a partial checksum, on the next link.
+    /// Segments cut from them (TCP over IPv4 and IPv6, in software: [`crate::gso`]).
+    pub gso_segments: u64,
+    /// GSO super-frames dropped: not TCP (UDP GSO, unknown types), headers the segmenter
+    /// refuses, or beyond [`LoopConfig::gso_scratch_limit`]. Sending one as it is would put a
+    /// frame far above the MTU, with a partial checksum, on the next link.
     pub gso_dropped: u64,
     /// Frames whose partial checksum could not be completed (offsets outside the frame).
     pub offload_malformed: u64,
@@ -127,6 +134,11 @@ pub struct WorkerLoop<'s> {
     frames: Vec<&'static mut [u8]>,
     metas: Vec<FrameMeta>,
     batch: Vec<Received<'static>>,
+    /// The batch rebuilt with GSO frames replaced by their segments (kept for its
+    /// allocation).
+    spare: Vec<Received<'static>>,
+    /// Segments of this batch's GSO frames.
+    gso_scratch: Vec<u8>,
     pollfds: Vec<libc::pollfd>,
     first_rx: usize,
     next_timer: Option<Instant>,
@@ -198,6 +210,8 @@ impl<'s> WorkerLoop<'s> {
             frames: Vec::with_capacity(batch_size),
             metas: Vec::with_capacity(batch_size),
             batch: Vec::with_capacity(batch_size),
+            spare: Vec::new(),
+            gso_scratch: Vec::new(),
             pollfds: Vec::new(),
             first_rx: 0,
             next_timer: None,
@@ -265,6 +279,8 @@ impl<'s> WorkerLoop<'s> {
             batch,
             first_rx,
             stats,
+            gso_scratch,
+            spare,
             ..
         } = self;
         let mut frames = recycle(core::mem::take(frames));
@@ -294,27 +310,18 @@ impl<'s> WorkerLoop<'s> {
         let count = batch.len();
         stats.received += count as u64;
 
-        // Offloads: finish partial checksums here; GSO super-frames cannot go on as they are.
+        // Offloads: partial checksums finished in place, TCP super-frames cut into segments.
         if metas.iter().any(|m| !m.is_plain()) {
-            let mut index = 0;
-            batch.retain_mut(|received| {
-                let meta = metas.get(index).copied().unwrap_or_default();
-                index += 1;
-                if meta.gso.is_some() {
-                    stats.gso_frames += 1;
-                    stats.gso_dropped += 1;
-                    return false;
-                }
-                if let Some(partial) = meta.partial_checksum {
-                    if partial.complete(received.frame) {
-                        stats.checksums_completed += 1;
-                    } else {
-                        stats.offload_malformed += 1;
-                        return false;
-                    }
-                }
-                true
-            });
+            let mut prepared = recycle_batch(core::mem::take(spare));
+            prepare_offloads(
+                &mut batch,
+                metas,
+                &mut prepared,
+                gso_scratch,
+                config.gso_scratch_limit,
+                stats,
+            );
+            *spare = recycle_batch(core::mem::replace(&mut batch, prepared));
         }
 
         if !batch.is_empty() {
@@ -425,6 +432,119 @@ fn transmit(
         Ok(false) => stats.tx_full += 1,
         Err(_) => stats.tx_errors += 1,
     }
+}
+
+/// What to do with one received frame before the switch sees it.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Keep,
+    Drop,
+    /// Replaced by this many segments, next in `gso_scratch`.
+    Segments(usize),
+}
+
+/// Completes partial checksums in place and cuts TCP super-frames into segments (written
+/// one after the other into `scratch`), rebuilding the batch into `prepared` in the original
+/// order (a flow's segments stay where its super-frame was).
+fn prepare_offloads<'a>(
+    batch: &mut Vec<Received<'a>>,
+    metas: &[FrameMeta],
+    prepared: &mut Vec<Received<'a>>,
+    scratch: &'a mut Vec<u8>,
+    scratch_limit: usize,
+    stats: &mut LoopStats,
+) {
+    scratch.clear();
+    let mut lengths: Vec<usize> = Vec::new();
+    let mut plans: Vec<Plan> = Vec::with_capacity(batch.len());
+    for (received, meta) in batch.iter_mut().zip(
+        metas
+            .iter()
+            .chain(core::iter::repeat(&FrameMeta::default())),
+    ) {
+        let plan = if let Some(gso) = meta.gso {
+            stats.gso_frames += 1;
+            segment(received.frame, gso, scratch, scratch_limit, &mut lengths)
+                .map(|count| {
+                    stats.gso_segments += count as u64;
+                    Plan::Segments(count)
+                })
+                .unwrap_or_else(|| {
+                    stats.gso_dropped += 1;
+                    Plan::Drop
+                })
+        } else if let Some(partial) = meta.partial_checksum {
+            if partial.complete(received.frame) {
+                stats.checksums_completed += 1;
+                Plan::Keep
+            } else {
+                stats.offload_malformed += 1;
+                Plan::Drop
+            }
+        } else {
+            Plan::Keep
+        };
+        plans.push(plan);
+    }
+    let mut rest: &'a mut [u8] = scratch.as_mut_slice();
+    let mut lengths = lengths.into_iter();
+    for (received, plan) in batch.drain(..).zip(plans) {
+        match plan {
+            Plan::Keep => prepared.push(received),
+            Plan::Drop => {}
+            Plan::Segments(count) => {
+                for len in lengths.by_ref().take(count) {
+                    let available = rest.len();
+                    let (segment, tail) =
+                        core::mem::take(&mut rest).split_at_mut(len.min(available));
+                    rest = tail;
+                    prepared.push(Received {
+                        ingress: received.ingress,
+                        frame: segment,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Cuts one super-frame into segments appended to `scratch` (their lengths to `lengths`);
+/// the number of segments, or `None` if it cannot (nothing appended then).
+fn segment(
+    frame: &[u8],
+    gso: super::Gso,
+    scratch: &mut Vec<u8>,
+    scratch_limit: usize,
+    lengths: &mut Vec<usize>,
+) -> Option<usize> {
+    if !matches!(gso.kind, super::GsoKind::TcpV4 | super::GsoKind::TcpV6) {
+        return None;
+    }
+    let mut segmenter = crate::gso::TcpSegmenter::new(frame, gso.segment_size).ok()?;
+    let count = segmenter.segment_count();
+    let room = count * segmenter.max_segment_len();
+    let start = scratch.len();
+    if start + room > scratch_limit {
+        return None;
+    }
+    scratch.resize(start + room, 0);
+    let lengths_before = lengths.len();
+    let mut at = start;
+    for _ in 0..count {
+        let Some(len) = scratch
+            .get_mut(at..)
+            .and_then(|room| segmenter.next_into(room))
+        else {
+            // Cannot happen (room was reserved for every segment); undone all the same.
+            scratch.truncate(start);
+            lengths.truncate(lengths_before);
+            return None;
+        };
+        lengths.push(len);
+        at += len;
+    }
+    scratch.truncate(at);
+    Some(count)
 }
 
 /// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
@@ -883,6 +1003,87 @@ mod test {
         assert_eq!(stats.gso_frames, 1);
         assert_eq!(stats.gso_dropped, 1);
         assert_eq!(lp.worker().counters.received, 1);
+    }
+
+    #[test]
+    fn tcp_super_frames_are_cut_into_segments_in_order() {
+        let switch = switch();
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        // A 5000-byte TCP super-frame (etherparse builds it), then a small frame after it.
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut super_frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+            .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 501)
+            .ack(1)
+            .psh()
+            .write(&mut super_frame, &payload)
+            .unwrap();
+        super_frame[50..52].copy_from_slice(&[0xab, 0xcd]); // a partial checksum
+        let gso = FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: 34,
+                offset: 16,
+            }),
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                ecn: false,
+                segment_size: 1448,
+                header_len: 66,
+            }),
+            ..FrameMeta::default()
+        };
+        let rx = OffloadRx {
+            frames: vec![
+                (super_frame, gso),
+                (frame(mac(2), mac(1)), FrameMeta::default()),
+            ],
+            held: Vec::new(),
+        };
+        let p1 = Port::new(
+            Ingress::Port(PortId(1)),
+            Box::new(rx),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        );
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        assert_eq!(lp.step(Instant::from_secs(1)), 2);
+        let out = two.from_switch.drain();
+        assert_eq!(out.len(), 5, "four segments, then the small frame");
+        let mut joined = Vec::new();
+        for (i, segment) in out[..4].iter().enumerate() {
+            assert!(
+                segment.len() <= 1514,
+                "segment {i}: {} bytes",
+                segment.len()
+            );
+            let parsed = etherparse::SlicedPacket::from_ethernet(segment).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = parsed.net else {
+                panic!("IPv4")
+            };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = parsed.transport else {
+                panic!("TCP")
+            };
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "segment {i}");
+            assert_eq!(tcp.sequence_number(), 1000 + 1448 * i as u32);
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, payload);
+        assert_eq!(out[4], frame(mac(2), mac(1)));
+        let stats = lp.stats();
+        assert_eq!(
+            (stats.gso_frames, stats.gso_segments, stats.gso_dropped),
+            (1, 4, 0)
+        );
+        assert_eq!(lp.worker().counters.received, 5);
     }
 
     #[test]
