@@ -19,6 +19,7 @@
 //!   underlay next hop's MAC for each remote VTEP.
 //! - [`lb`] (with `alloc`): a service load balancer: Maglev tables, connection tracking,
 //!   ClientIP affinity and NAT with incremental checksums, tables swapped without blocking.
+//! - [`gso`]: software segmentation of TCP super-frames (GSO) that a Linux peer hands over.
 //! - [`time`]: the caller's clock, as an argument.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
@@ -67,6 +68,7 @@ pub mod backend;
 mod drop_reason;
 #[cfg(feature = "alloc")]
 pub mod fdb;
+pub mod gso;
 #[cfg(feature = "alloc")]
 pub mod lb;
 mod port;

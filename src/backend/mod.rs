@@ -5,14 +5,24 @@
 //! One abstraction for every backend: a port is a receive queue ([`RxQueue`]) and a transmit
 //! queue ([`TxQueue`]), split so that a worker can send on a port (an ARP reply back to its
 //! sender) while frames it received there are still borrowed. The worker loop
-//! ([`run_worker`](self)) drives any mix of them: the in-memory port ([`memory`]) of the
+//! ([`run_worker`], [`WorkerLoop`]) drives any mix of them: the in-memory port ([`memory`]) of the
 //! tests, AF_PACKET rings, and the io_uring underlay.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::vec::Vec;
 
+#[cfg(feature = "af-packet")]
+pub mod af_packet;
 pub mod memory;
+pub mod netns;
+mod offload;
+#[cfg(feature = "af-packet")]
+pub mod packet_mmsg;
+mod worker;
+
+pub use offload::{FrameMeta, Gso, GsoKind, PartialChecksum, VNET_HEADER_LEN};
+pub use worker::{run_worker, LoopConfig, LoopStats, Port, WorkerLoop};
 
 /// Counters of one queue, as the backend and the kernel report them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +48,20 @@ pub trait RxQueue: Send {
     ///
     /// [`Ingress::Underlay`]: crate::switch::Ingress::Underlay
     fn recv<'a>(&'a mut self, frames: &mut Vec<&'a mut [u8]>, max: usize) -> io::Result<usize>;
+
+    /// [`RxQueue::recv`], and for each frame appended, what the kernel said about it
+    /// (offloads: a partial checksum to complete, a GSO super-frame) appended to `metas`.
+    /// Backends that learn nothing of the kind keep this default: plain frames.
+    fn recv_with_meta<'a>(
+        &'a mut self,
+        frames: &mut Vec<&'a mut [u8]>,
+        metas: &mut Vec<FrameMeta>,
+        max: usize,
+    ) -> io::Result<usize> {
+        let count = self.recv(frames, max)?;
+        metas.extend(core::iter::repeat_n(FrameMeta::default(), count));
+        Ok(count)
+    }
 
     /// Gives the buffers of the frames of the last [`RxQueue::recv`] back (to the kernel's
     /// ring, or to the queue's pool).

@@ -1,0 +1,1116 @@
+//! The worker loop: receive a batch from every port, run it through the switch, transmit the
+//! actions, give the buffers back; the switch's timers about once a second; sleep in
+//! `poll(2)` when every port is idle. The same loop drives any mix of ports (in-memory,
+//! AF_PACKET, io_uring). One loop per thread, each with its own [`Worker`] and its own queues.
+//!
+//! [`WorkerLoop::step`] is one turn of the loop with the time given, for tests that drive it
+//! deterministically; [`WorkerLoop::run`] (and [`run_worker`]) loops until a stop flag is set.
+
+// Only for poll(2), in `wait_readable`.
+#![allow(unsafe_code)]
+
+use std::boxed::Box;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::vec::Vec;
+
+use super::{recycle, FrameMeta, RxQueue, TxQueue};
+use crate::switch::{Egress, Ingress, Output, Received, Switch, Worker};
+use crate::time::{Duration, Instant};
+
+/// How a [`WorkerLoop`] batches, sleeps and runs timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Most frames per batch, over all ports together (256: enough to amortise a system
+    /// call and the pipeline's per-batch work, small enough to stay in L1/L2 cache).
+    pub batch_size: usize,
+    /// How often [`Switch::poll`] runs (ageing, ARP/ND probes): 1 s.
+    pub timer_interval: Duration,
+    /// Longest sleep in `poll(2)` when idle; the stop flag is seen at least this often.
+    pub idle_timeout: Duration,
+    /// Empty turns before sleeping: spinning a little keeps latency low under bursts
+    /// without burning a core when idle.
+    pub idle_spins: u32,
+    /// Most bytes of segments cut from GSO super-frames per batch (8 MiB: some 120 full
+    /// 64 KB super-frames); super-frames beyond it are dropped and counted.
+    pub gso_scratch_limit: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> LoopConfig {
+        LoopConfig {
+            batch_size: 256,
+            timer_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_millis(10),
+            idle_spins: 32,
+            gso_scratch_limit: 8 << 20,
+        }
+    }
+}
+
+/// Counters of one loop, beside the switch's own ([`Worker::counters`]) and the queues'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Turns of the loop ([`WorkerLoop::step`] calls).
+    pub steps: u64,
+    /// Frames received from all queues.
+    pub received: u64,
+    /// Frames given to a transmit queue and accepted by it.
+    pub sent: u64,
+    /// Actions whose egress has no queue in this loop (dropped).
+    pub no_egress: u64,
+    /// Actions refused by a full transmit queue (also in that queue's `dropped`).
+    pub tx_full: u64,
+    /// Transmit errors (`send` or `flush` failed).
+    pub tx_errors: u64,
+    /// Flushes the kernel could not take at once (`WouldBlock`): the frames stay queued
+    /// and the flush is tried again on the next turn.
+    pub tx_retries: u64,
+    /// Receive errors (`recv` failed; the queue is tried again on the next turn).
+    pub rx_errors: u64,
+    /// Partial checksums completed in software before switching.
+    pub checksums_completed: u64,
+    /// GSO super-frames received.
+    pub gso_frames: u64,
+    /// Segments cut from them (TCP over IPv4 and IPv6, in software: [`crate::gso`]).
+    pub gso_segments: u64,
+    /// GSO super-frames dropped: not TCP (UDP GSO, unknown types), headers the segmenter
+    /// refuses, or beyond [`LoopConfig::gso_scratch_limit`]. Sending one as it is would put a
+    /// frame far above the MTU, with a partial checksum, on the next link.
+    pub gso_dropped: u64,
+    /// Frames whose partial checksum could not be completed (offsets outside the frame).
+    pub offload_malformed: u64,
+    /// Runs of the switch's timers.
+    pub timer_runs: u64,
+}
+
+/// One port of a loop: where its frames come from, and its two queues.
+pub struct Port {
+    /// `Ingress::Port(id)` for a local port, `Ingress::Underlay` for the underlay; the
+    /// port receives the actions of the matching [`Egress`].
+    pub ingress: Ingress,
+    /// Its receiving half.
+    pub rx: Box<dyn RxQueue>,
+    /// Its transmitting half.
+    pub tx: Box<dyn TxQueue>,
+}
+
+impl Port {
+    /// A port from its two halves.
+    pub fn new(ingress: Ingress, rx: Box<dyn RxQueue>, tx: Box<dyn TxQueue>) -> Port {
+        Port { ingress, rx, tx }
+    }
+}
+
+impl core::fmt::Debug for Port {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Port")
+            .field("ingress", &self.ingress)
+            .finish_non_exhaustive()
+    }
+}
+
+struct TxSlot {
+    egress: Egress,
+    queue: Box<dyn TxQueue>,
+    dirty: bool,
+}
+
+struct RxSlot {
+    ingress: Ingress,
+    queue: Box<dyn RxQueue>,
+    touched: bool,
+}
+
+/// The loop of one worker thread: its ports, its [`Worker`], and buffers reused from one
+/// batch to the next (no allocation per batch once warm).
+pub struct WorkerLoop<'s> {
+    switch: &'s Switch,
+    worker: Worker,
+    config: LoopConfig,
+    rx: Vec<RxSlot>,
+    tx: Vec<TxSlot>,
+    output: Output,
+    frames: Vec<&'static mut [u8]>,
+    metas: Vec<FrameMeta>,
+    batch: Vec<Received<'static>>,
+    /// The batch rebuilt with GSO frames replaced by their segments (kept for its
+    /// allocation).
+    spare: Vec<Received<'static>>,
+    /// Segments of this batch's GSO frames.
+    gso_scratch: Vec<u8>,
+    pollfds: Vec<libc::pollfd>,
+    first_rx: usize,
+    next_timer: Option<Instant>,
+    stats: LoopStats,
+}
+
+impl core::fmt::Debug for WorkerLoop<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WorkerLoop")
+            .field("ports", &self.rx.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn egress_of(ingress: Ingress) -> Egress {
+    match ingress {
+        Ingress::Port(id) => Egress::Port(id),
+        Ingress::Underlay => Egress::Underlay,
+    }
+}
+
+/// Empties a batch and gives it back with any lifetime, keeping its allocation (as
+/// [`recycle`] does for frames).
+fn recycle_batch<'b>(mut batch: Vec<Received<'_>>) -> Vec<Received<'b>> {
+    batch.clear();
+    batch
+        .into_iter()
+        .map(|r| Received {
+            ingress: r.ingress,
+            frame: &mut [],
+        })
+        .collect()
+}
+
+impl<'s> WorkerLoop<'s> {
+    /// A loop over `ports` for `worker` of `switch`.
+    pub fn new(
+        switch: &'s Switch,
+        worker: Worker,
+        ports: Vec<Port>,
+        config: LoopConfig,
+    ) -> WorkerLoop<'s> {
+        let mut rx = Vec::with_capacity(ports.len());
+        let mut tx = Vec::with_capacity(ports.len());
+        for port in ports {
+            tx.push(TxSlot {
+                egress: egress_of(port.ingress),
+                queue: port.tx,
+                dirty: false,
+            });
+            rx.push(RxSlot {
+                ingress: port.ingress,
+                queue: port.rx,
+                touched: false,
+            });
+        }
+        let batch_size = config.batch_size.max(1);
+        WorkerLoop {
+            switch,
+            worker,
+            config: LoopConfig {
+                batch_size,
+                ..config
+            },
+            rx,
+            tx,
+            output: Output::default(),
+            frames: Vec::with_capacity(batch_size),
+            metas: Vec::with_capacity(batch_size),
+            batch: Vec::with_capacity(batch_size),
+            spare: Vec::new(),
+            gso_scratch: Vec::new(),
+            pollfds: Vec::new(),
+            first_rx: 0,
+            next_timer: None,
+            stats: LoopStats::default(),
+        }
+    }
+
+    /// This loop's counters.
+    pub fn stats(&self) -> LoopStats {
+        self.stats
+    }
+
+    /// The switch worker (its counters).
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// The transmit queue of `egress`, for its counters.
+    pub fn tx_queue(&mut self, egress: Egress) -> Option<&mut dyn TxQueue> {
+        self.tx
+            .iter_mut()
+            .find(|t| t.egress == egress)
+            .map(|t| &mut *t.queue as &mut dyn TxQueue)
+    }
+
+    /// The receive queue of `ingress`, for its counters.
+    pub fn rx_queue(&mut self, ingress: Ingress) -> Option<&mut dyn RxQueue> {
+        self.rx
+            .iter_mut()
+            .find(|r| r.ingress == ingress)
+            .map(|r| &mut *r.queue as &mut dyn RxQueue)
+    }
+
+    /// Gives the ports back (after [`WorkerLoop::run`], to read their counters).
+    pub fn into_ports(self) -> Vec<Port> {
+        self.rx
+            .into_iter()
+            .zip(self.tx)
+            .map(|(rx, tx)| Port {
+                ingress: rx.ingress,
+                rx: rx.queue,
+                tx: tx.queue,
+            })
+            .collect()
+    }
+
+    /// One turn: the timers if due, then one batch (at most [`LoopConfig::batch_size`]
+    /// frames from all ports, starting with a different port each turn so that a busy port
+    /// cannot starve the others) through the switch and out. Returns how many frames were
+    /// received.
+    pub fn step(&mut self, now: Instant) -> usize {
+        self.stats.steps += 1;
+        if self.next_timer.is_none_or(|due| now >= due) {
+            self.run_timers(now);
+        }
+        let WorkerLoop {
+            switch,
+            worker,
+            config,
+            rx,
+            tx,
+            output,
+            frames,
+            metas,
+            batch,
+            first_rx,
+            stats,
+            gso_scratch,
+            spare,
+            ..
+        } = self;
+        let mut frames = recycle(core::mem::take(frames));
+        let mut batch = recycle_batch(core::mem::take(batch));
+        metas.clear();
+
+        let ports = rx.len();
+        let start = if ports == 0 { 0 } else { *first_rx % ports };
+        *first_rx = start + 1;
+        let (before, after) = rx.split_at_mut(start);
+        for slot in after.iter_mut().chain(before.iter_mut()) {
+            let room = config.batch_size.saturating_sub(batch.len());
+            if room == 0 {
+                break;
+            }
+            slot.touched = true;
+            let metas_before = metas.len();
+            if slot.queue.recv_with_meta(&mut frames, metas, room).is_err() {
+                stats.rx_errors += 1;
+            }
+            // A queue that appended frames without metadata gets plain metadata for them.
+            metas.resize(metas_before + frames.len(), FrameMeta::default());
+            let ingress = slot.ingress;
+            batch.extend(frames.drain(..).map(|frame| Received { ingress, frame }));
+        }
+        metas.truncate(batch.len());
+        let count = batch.len();
+        stats.received += count as u64;
+
+        // Offloads: partial checksums finished in place, TCP super-frames cut into segments.
+        if metas.iter().any(|m| !m.is_plain()) {
+            let mut prepared = recycle_batch(core::mem::take(spare));
+            prepare_offloads(
+                &mut batch,
+                metas,
+                &mut prepared,
+                gso_scratch,
+                config.gso_scratch_limit,
+                stats,
+            );
+            *spare = recycle_batch(core::mem::replace(&mut batch, prepared));
+        }
+
+        if !batch.is_empty() {
+            switch.process(worker, &mut batch, now, output);
+            for action in &output.actions {
+                let (header, payload) = output.parts(action, &batch);
+                transmit(tx, stats, action.egress, header, payload);
+            }
+        }
+        flush(tx, stats);
+
+        self.frames = recycle(frames);
+        self.batch = recycle_batch(batch);
+        for slot in &mut self.rx {
+            if core::mem::take(&mut slot.touched) {
+                slot.queue.release();
+            }
+        }
+        count
+    }
+
+    /// Runs the switch's timers now ([`Switch::poll`]) and sends what they produce (ARP/ND
+    /// probes) to the underlay. [`WorkerLoop::step`] calls it every
+    /// [`LoopConfig::timer_interval`].
+    pub fn run_timers(&mut self, now: Instant) {
+        self.stats.timer_runs += 1;
+        self.next_timer = Some(now.saturating_add(self.config.timer_interval));
+        self.switch.poll(now, &mut self.output);
+        for action in &self.output.actions {
+            let (header, payload) = self.output.parts(action, &[]);
+            transmit(
+                &mut self.tx,
+                &mut self.stats,
+                action.egress,
+                header,
+                payload,
+            );
+        }
+        flush(&mut self.tx, &mut self.stats);
+    }
+
+    /// Loops until `stop` is set: [`WorkerLoop::step`] with `clock()` as the time, and a
+    /// sleep in `poll(2)` on the receive queues' descriptors after
+    /// [`LoopConfig::idle_spins`] empty turns (at most [`LoopConfig::idle_timeout`]; 1 ms if
+    /// a queue has no descriptor to wait on or a flush is still due).
+    pub fn run(&mut self, mut clock: impl FnMut() -> Instant, stop: &AtomicBool) {
+        let mut idle: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if self.step(clock()) > 0 {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle >= self.config.idle_spins {
+                self.wait_readable();
+            }
+        }
+    }
+
+    /// Sleeps until a receive queue's descriptor polls readable, or the idle timeout.
+    fn wait_readable(&mut self) {
+        self.pollfds.clear();
+        let mut all_pollable = true;
+        for slot in &self.rx {
+            match slot.queue.poll_fd() {
+                Some(fd) => self.pollfds.push(libc::pollfd {
+                    fd: fd as RawFd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+                None => all_pollable = false,
+            }
+        }
+        let unflushed = self.tx.iter().any(|t| t.dirty);
+        let timeout = if all_pollable && !unflushed {
+            self.config.idle_timeout
+        } else {
+            self.config.idle_timeout.min(Duration::from_millis(1))
+        };
+        let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `pollfds` is a live, exclusively borrowed array of `pollfds.len()`
+        // initialised `pollfd`s; poll(2) writes only their `revents` fields. An error (EINTR)
+        // is harmless: the loop simply turns again.
+        let _ = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+    }
+}
+
+fn transmit(
+    tx: &mut [TxSlot],
+    stats: &mut LoopStats,
+    egress: Egress,
+    header: &[u8],
+    payload: &[u8],
+) {
+    let Some(slot) = tx.iter_mut().find(|t| t.egress == egress) else {
+        stats.no_egress += 1;
+        return;
+    };
+    slot.dirty = true;
+    match slot.queue.send(header, payload) {
+        Ok(true) => stats.sent += 1,
+        Ok(false) => stats.tx_full += 1,
+        Err(_) => stats.tx_errors += 1,
+    }
+}
+
+/// What to do with one received frame before the switch sees it.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Keep,
+    Drop,
+    /// Replaced by this many segments, next in `gso_scratch`.
+    Segments(usize),
+}
+
+/// Completes partial checksums in place and cuts TCP super-frames into segments (written
+/// one after the other into `scratch`), rebuilding the batch into `prepared` in the original
+/// order (a flow's segments stay where its super-frame was).
+fn prepare_offloads<'a>(
+    batch: &mut Vec<Received<'a>>,
+    metas: &[FrameMeta],
+    prepared: &mut Vec<Received<'a>>,
+    scratch: &'a mut Vec<u8>,
+    scratch_limit: usize,
+    stats: &mut LoopStats,
+) {
+    scratch.clear();
+    let mut lengths: Vec<usize> = Vec::new();
+    let mut plans: Vec<Plan> = Vec::with_capacity(batch.len());
+    for (received, meta) in batch.iter_mut().zip(
+        metas
+            .iter()
+            .chain(core::iter::repeat(&FrameMeta::default())),
+    ) {
+        let plan = if let Some(gso) = meta.gso {
+            stats.gso_frames += 1;
+            segment(received.frame, gso, scratch, scratch_limit, &mut lengths)
+                .map(|count| {
+                    stats.gso_segments += count as u64;
+                    Plan::Segments(count)
+                })
+                .unwrap_or_else(|| {
+                    stats.gso_dropped += 1;
+                    Plan::Drop
+                })
+        } else if let Some(partial) = meta.partial_checksum {
+            if partial.complete(received.frame) {
+                stats.checksums_completed += 1;
+                Plan::Keep
+            } else {
+                stats.offload_malformed += 1;
+                Plan::Drop
+            }
+        } else {
+            Plan::Keep
+        };
+        plans.push(plan);
+    }
+    let mut rest: &'a mut [u8] = scratch.as_mut_slice();
+    let mut lengths = lengths.into_iter();
+    for (received, plan) in batch.drain(..).zip(plans) {
+        match plan {
+            Plan::Keep => prepared.push(received),
+            Plan::Drop => {}
+            Plan::Segments(count) => {
+                for len in lengths.by_ref().take(count) {
+                    let available = rest.len();
+                    let (segment, tail) =
+                        core::mem::take(&mut rest).split_at_mut(len.min(available));
+                    rest = tail;
+                    prepared.push(Received {
+                        ingress: received.ingress,
+                        frame: segment,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Cuts one super-frame into segments appended to `scratch` (their lengths to `lengths`);
+/// the number of segments, or `None` if it cannot (nothing appended then).
+fn segment(
+    frame: &[u8],
+    gso: super::Gso,
+    scratch: &mut Vec<u8>,
+    scratch_limit: usize,
+    lengths: &mut Vec<usize>,
+) -> Option<usize> {
+    if !matches!(gso.kind, super::GsoKind::TcpV4 | super::GsoKind::TcpV6) {
+        return None;
+    }
+    let mut segmenter = crate::gso::TcpSegmenter::new(frame, gso.segment_size).ok()?;
+    let count = segmenter.segment_count();
+    let room = count * segmenter.max_segment_len();
+    let start = scratch.len();
+    if start + room > scratch_limit {
+        return None;
+    }
+    scratch.resize(start + room, 0);
+    let lengths_before = lengths.len();
+    let mut at = start;
+    for _ in 0..count {
+        let Some(len) = scratch
+            .get_mut(at..)
+            .and_then(|room| segmenter.next_into(room))
+        else {
+            // Cannot happen (room was reserved for every segment); undone all the same.
+            scratch.truncate(start);
+            lengths.truncate(lengths_before);
+            return None;
+        };
+        lengths.push(len);
+        at += len;
+    }
+    scratch.truncate(at);
+    Some(count)
+}
+
+/// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
+/// (`WouldBlock`: socket buffer full) keeps them and stays due for the next turn's flush.
+fn flush(tx: &mut [TxSlot], stats: &mut LoopStats) {
+    for slot in tx {
+        if !core::mem::take(&mut slot.dirty) {
+            continue;
+        }
+        match slot.queue.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                slot.dirty = true;
+                stats.tx_retries += 1;
+            }
+            Err(_) => stats.tx_errors += 1,
+        }
+    }
+}
+
+/// Runs a worker loop over `ports` until `stop` is set, with the default [`LoopConfig`],
+/// and gives its counters back.
+pub fn run_worker(
+    switch: &Switch,
+    worker: Worker,
+    ports: Vec<Port>,
+    clock: impl FnMut() -> Instant,
+    stop: &AtomicBool,
+) -> (LoopStats, Worker) {
+    let mut lp = WorkerLoop::new(switch, worker, ports, LoopConfig::default());
+    lp.run(clock, stop);
+    (lp.stats, lp.worker)
+}
+
+#[cfg(test)]
+mod test {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::vec;
+
+    use super::*;
+    use crate::backend::memory::{Frames, MemoryRx, MemoryTx};
+    use crate::backend::{Gso, GsoKind};
+    use crate::backend::{PartialChecksum, QueueStats};
+    use crate::fdb::FdbConfig;
+    use crate::switch::{NextHop, PortConfig, SwitchConfig, UnderlayConfig, VniSettings};
+    use crate::tunnel::{DecapConfig, EncapConfig};
+    use crate::wire::EthernetAddress;
+    use crate::{PortId, Vni};
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    const REMOTE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+
+    fn vni() -> Vni {
+        Vni::new(100).unwrap()
+    }
+
+    /// Ports 1 and 2 on VNI 100, which floods to one remote VTEP.
+    fn switch() -> Switch {
+        Switch::new(SwitchConfig {
+            underlay: UnderlayConfig {
+                local_ip: LOCAL,
+                local_mac: EthernetAddress([2, 0xee, 0, 0, 0, 1]),
+                next_hop: NextHop::Static {
+                    default: EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
+                    per_vtep: Vec::new(),
+                },
+                encap: EncapConfig::default(),
+                decap: DecapConfig::default(),
+            },
+            ports: vec![
+                PortConfig::access(PortId(1), vni()),
+                PortConfig::access(PortId(2), vni()),
+            ],
+            vnis: vec![VniSettings::new(vni(), vec![REMOTE])],
+            static_entries: Vec::new(),
+            neighbors: Vec::new(),
+            fdb: FdbConfig {
+                capacity: 1024,
+                ..FdbConfig::default()
+            },
+        })
+        .unwrap()
+    }
+
+    fn mac(n: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, n]
+    }
+
+    /// Ethernet + IPv4 + UDP, 64 bytes, UDP checksum field 0 ("none").
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&50u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[198, 19, 0, src[5]]);
+        f[30..34].copy_from_slice(&[198, 19, 0, dst[5]]);
+        f[38..40].copy_from_slice(&30u16.to_be_bytes());
+        f
+    }
+
+    struct MemoryPort {
+        to_switch: Frames,
+        from_switch: Frames,
+    }
+
+    fn memory_port(ingress: Ingress) -> (Port, MemoryPort) {
+        let (to_switch, from_switch) = (Frames::new(), Frames::new());
+        let port = Port::new(
+            ingress,
+            Box::new(MemoryRx::new(to_switch.clone())),
+            Box::new(MemoryTx::new(from_switch.clone(), 1024)),
+        );
+        (
+            port,
+            MemoryPort {
+                to_switch,
+                from_switch,
+            },
+        )
+    }
+
+    #[test]
+    fn a_frame_in_on_one_port_comes_out_of_the_right_one() {
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        let (pu, underlay) = memory_port(Ingress::Underlay);
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2, pu],
+            LoopConfig::default(),
+        );
+
+        // Unknown destination: flooded to port 2 and, encapsulated, to the remote VTEP.
+        one.to_switch.push(frame(mac(2), mac(1)));
+        assert_eq!(lp.step(Instant::from_secs(1)), 1);
+        assert_eq!(two.from_switch.drain(), vec![frame(mac(2), mac(1))]);
+        assert!(one.from_switch.is_empty(), "never back out of the ingress");
+        let outer = underlay.from_switch.drain();
+        assert_eq!(outer.len(), 1);
+        assert_eq!(
+            outer[0].len(),
+            50 + 64,
+            "VXLAN over IPv4 in front of the frame"
+        );
+        assert_eq!(&outer[0][30..34], &[198, 18, 0, 2], "to the remote VTEP");
+        assert_eq!(&outer[0][50..], &frame(mac(2), mac(1))[..]);
+
+        // The answer: mac(1) was learned on port 1, so it goes there only.
+        two.to_switch.push(frame(mac(1), mac(2)));
+        assert_eq!(lp.step(Instant::from_secs(1)), 1);
+        assert_eq!(one.from_switch.drain(), vec![frame(mac(1), mac(2))]);
+        assert!(two.from_switch.is_empty());
+        assert!(underlay.from_switch.is_empty());
+
+        // And back from the underlay: decapsulated to port 2 (mac(2) learned there).
+        // (inner: a new host mac(9) behind the VTEP, to mac(2)).
+        let mut inner = frame(mac(1), mac(2));
+        inner[..6].copy_from_slice(&mac(2));
+        inner[6..12].copy_from_slice(&mac(9));
+        let template = crate::tunnel::EncapTemplate::new(
+            &EncapConfig::default(),
+            &crate::tunnel::Underlay::ipv4(
+                EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
+                EthernetAddress([2, 0xee, 0, 0, 0, 1]),
+                Ipv4Addr::new(198, 18, 0, 2),
+                Ipv4Addr::new(198, 18, 0, 1),
+            ),
+            vni(),
+        )
+        .unwrap();
+        let mut encapsulated = vec![0u8; 50];
+        encapsulated.extend_from_slice(&inner);
+        let range = template
+            .encap(
+                &mut encapsulated,
+                50..50 + 64,
+                &mut crate::tunnel::IpIdent::new(0),
+            )
+            .unwrap();
+        let encapsulated = encapsulated[range].to_vec();
+        underlay.to_switch.push(encapsulated);
+        assert_eq!(lp.step(Instant::from_secs(1)), 1);
+        assert_eq!(two.from_switch.drain(), vec![inner]);
+        assert!(one.from_switch.is_empty());
+
+        let stats = lp.stats();
+        assert_eq!(stats.received, 3);
+        assert_eq!(stats.sent, 4);
+        assert_eq!(stats.no_egress, 0);
+        assert_eq!(lp.worker().counters.forwarded, 3);
+    }
+
+    #[test]
+    fn actions_without_a_queue_are_counted() {
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        // No underlay port: the flood copy to the remote VTEP has nowhere to go.
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        for n in 0..3 {
+            one.to_switch.push(frame([0xff; 6], mac(10 + n)));
+        }
+        assert_eq!(lp.step(Instant::from_secs(1)), 3);
+        assert_eq!(two.from_switch.len(), 3);
+        assert_eq!(lp.stats().no_egress, 3);
+        assert_eq!(lp.stats().sent, 3);
+    }
+
+    #[test]
+    fn batches_are_bounded_and_shared_between_ports() {
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        let config = LoopConfig {
+            batch_size: 4,
+            ..LoopConfig::default()
+        };
+        let mut lp = WorkerLoop::new(&switch, switch.worker(), vec![p1, p2], config);
+        for n in 0..10 {
+            one.to_switch.push(frame(mac(2), mac(1)));
+            two.to_switch.push(frame(mac(1), [2, 0, 0, 0, 1, n]));
+        }
+        let mut turns = 0;
+        while lp.step(Instant::from_secs(1)) > 0 {
+            turns += 1;
+            assert!(turns <= 5, "20 frames in batches of 4");
+        }
+        assert_eq!(turns, 5);
+        assert_eq!(lp.stats().received, 20);
+        assert!(one.to_switch.is_empty() && two.to_switch.is_empty());
+        assert_eq!(lp.worker().counters.received, 20);
+    }
+
+    #[test]
+    fn tx_full_is_counted_not_fatal() {
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let sink = Frames::new();
+        let p2 = Port::new(
+            Ingress::Port(PortId(2)),
+            Box::new(MemoryRx::new(Frames::new())),
+            Box::new(MemoryTx::new(sink.clone(), 2)),
+        );
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        for _ in 0..5 {
+            one.to_switch.push(frame(mac(2), mac(1)));
+        }
+        lp.step(Instant::from_secs(1));
+        assert_eq!(sink.len(), 2);
+        assert_eq!(lp.stats().tx_full, 3);
+        let q = lp.tx_queue(Egress::Port(PortId(2))).unwrap().stats();
+        assert_eq!(q.dropped, 3);
+    }
+
+    /// A transmit queue whose kernel is busy for the first `busy` flushes.
+    struct BusyTx {
+        queued: usize,
+        flushed: Arc<std::sync::atomic::AtomicUsize>,
+        busy: u32,
+    }
+
+    impl TxQueue for BusyTx {
+        fn send(&mut self, _: &[u8], _: &[u8]) -> std::io::Result<bool> {
+            self.queued += 1;
+            Ok(true)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            if self.busy > 0 {
+                self.busy -= 1;
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.flushed.fetch_add(self.queued, Ordering::Relaxed);
+            self.queued = 0;
+            Ok(())
+        }
+
+        fn stats(&mut self) -> QueueStats {
+            QueueStats::default()
+        }
+    }
+
+    #[test]
+    fn a_flush_the_kernel_refuses_is_retried_on_the_next_turn() {
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let flushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p2 = Port::new(
+            Ingress::Port(PortId(2)),
+            Box::new(MemoryRx::new(Frames::new())),
+            Box::new(BusyTx {
+                queued: 0,
+                flushed: Arc::clone(&flushed),
+                busy: 2,
+            }),
+        );
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        one.to_switch.push(frame(mac(2), mac(1)));
+        assert_eq!(lp.step(Instant::from_secs(1)), 1);
+        assert_eq!(flushed.load(Ordering::Relaxed), 0);
+        // Nothing received, but the flush is still due: tried again, and again.
+        lp.step(Instant::from_secs(1));
+        assert_eq!(flushed.load(Ordering::Relaxed), 0);
+        lp.step(Instant::from_secs(1));
+        assert_eq!(flushed.load(Ordering::Relaxed), 1);
+        assert_eq!(lp.stats().tx_retries, 2);
+        assert_eq!(lp.stats().tx_errors, 0);
+    }
+
+    #[test]
+    fn timers_run_about_once_per_interval() {
+        let switch = switch();
+        let (p1, _one) = memory_port(Ingress::Port(PortId(1)));
+        let mut lp = WorkerLoop::new(&switch, switch.worker(), vec![p1], LoopConfig::default());
+        for ms in (0..3_000).step_by(100) {
+            lp.step(Instant::from_millis(1_000 + ms));
+        }
+        assert_eq!(lp.stats().timer_runs, 3, "at 1.0 s, 2.0 s and 3.0 s");
+    }
+
+    /// A queue that hands out its frames with given offload metadata, as AF_PACKET with
+    /// `PACKET_VNET_HDR` does.
+    struct OffloadRx {
+        frames: Vec<(Vec<u8>, FrameMeta)>,
+        held: Vec<Vec<u8>>,
+    }
+
+    impl RxQueue for OffloadRx {
+        fn recv<'a>(
+            &'a mut self,
+            frames: &mut Vec<&'a mut [u8]>,
+            max: usize,
+        ) -> std::io::Result<usize> {
+            let mut metas = Vec::new();
+            self.recv_with_meta(frames, &mut metas, max)
+        }
+
+        fn recv_with_meta<'a>(
+            &'a mut self,
+            frames: &mut Vec<&'a mut [u8]>,
+            metas: &mut Vec<FrameMeta>,
+            max: usize,
+        ) -> std::io::Result<usize> {
+            let take = self.frames.len().min(max);
+            self.held.clear();
+            for (frame, meta) in self.frames.drain(..take) {
+                self.held.push(frame);
+                metas.push(meta);
+            }
+            frames.extend(self.held.iter_mut().map(|f| f.as_mut_slice()));
+            Ok(take)
+        }
+
+        fn release(&mut self) {
+            self.held.clear();
+        }
+
+        fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+
+        fn stats(&mut self) -> QueueStats {
+            QueueStats::default()
+        }
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_and_gso_frames_refused_with_a_count() {
+        let switch = switch();
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        // A UDP frame whose checksum field holds the pseudo-header sum only.
+        let mut partial = frame(mac(2), mac(1));
+        let pseudo = crate::wire::checksum::combine(&[crate::wire::checksum::pseudo_header_v4(
+            &smoltcp::wire::Ipv4Address::new(198, 19, 0, 1),
+            &smoltcp::wire::Ipv4Address::new(198, 19, 0, 2),
+            smoltcp::wire::IpProtocol::Udp,
+            30,
+        )]);
+        partial[40..42].copy_from_slice(&pseudo.to_be_bytes());
+        let partial_meta = FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: 34,
+                offset: 6,
+            }),
+            ..FrameMeta::default()
+        };
+        let gso_meta = FrameMeta {
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                ecn: false,
+                segment_size: 1448,
+                header_len: 66,
+            }),
+            ..partial_meta
+        };
+        let rx = OffloadRx {
+            frames: vec![
+                (partial.clone(), partial_meta),
+                (frame(mac(2), mac(1)), gso_meta),
+            ],
+            held: Vec::new(),
+        };
+        let p1 = Port::new(
+            Ingress::Port(PortId(1)),
+            Box::new(rx),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        );
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        assert_eq!(lp.step(Instant::from_secs(1)), 2);
+        let out = two.from_switch.drain();
+        assert_eq!(out.len(), 1, "the GSO frame is not forwarded");
+        // Checked with etherparse (not our checksum code): the UDP checksum is now whole.
+        let parsed = etherparse::SlicedPacket::from_ethernet(&out[0]).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = parsed.net else {
+            panic!("IPv4")
+        };
+        let Some(etherparse::TransportSlice::Udp(udp)) = parsed.transport else {
+            panic!("UDP")
+        };
+        let expected = udp
+            .to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
+            .unwrap();
+        assert_eq!(udp.checksum(), expected);
+        assert_ne!(udp.checksum(), pseudo);
+        let stats = lp.stats();
+        assert_eq!(stats.checksums_completed, 1);
+        assert_eq!(stats.gso_frames, 1);
+        assert_eq!(stats.gso_dropped, 1);
+        assert_eq!(lp.worker().counters.received, 1);
+    }
+
+    #[test]
+    fn tcp_super_frames_are_cut_into_segments_in_order() {
+        let switch = switch();
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        // A 5000-byte TCP super-frame (etherparse builds it), then a small frame after it.
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut super_frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+            .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 501)
+            .ack(1)
+            .psh()
+            .write(&mut super_frame, &payload)
+            .unwrap();
+        super_frame[50..52].copy_from_slice(&[0xab, 0xcd]); // a partial checksum
+        let gso = FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: 34,
+                offset: 16,
+            }),
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                ecn: false,
+                segment_size: 1448,
+                header_len: 66,
+            }),
+            ..FrameMeta::default()
+        };
+        let rx = OffloadRx {
+            frames: vec![
+                (super_frame, gso),
+                (frame(mac(2), mac(1)), FrameMeta::default()),
+            ],
+            held: Vec::new(),
+        };
+        let p1 = Port::new(
+            Ingress::Port(PortId(1)),
+            Box::new(rx),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        );
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![p1, p2],
+            LoopConfig::default(),
+        );
+        assert_eq!(lp.step(Instant::from_secs(1)), 2);
+        let out = two.from_switch.drain();
+        assert_eq!(out.len(), 5, "four segments, then the small frame");
+        let mut joined = Vec::new();
+        for (i, segment) in out[..4].iter().enumerate() {
+            assert!(
+                segment.len() <= 1514,
+                "segment {i}: {} bytes",
+                segment.len()
+            );
+            let parsed = etherparse::SlicedPacket::from_ethernet(segment).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = parsed.net else {
+                panic!("IPv4")
+            };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = parsed.transport else {
+                panic!("TCP")
+            };
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "segment {i}");
+            assert_eq!(tcp.sequence_number(), 1000 + 1448 * i as u32);
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, payload);
+        assert_eq!(out[4], frame(mac(2), mac(1)));
+        let stats = lp.stats();
+        assert_eq!(
+            (stats.gso_frames, stats.gso_segments, stats.gso_dropped),
+            (1, 4, 0)
+        );
+        assert_eq!(lp.worker().counters.received, 5);
+    }
+
+    #[test]
+    fn run_stops_when_asked_and_forwards_meanwhile() {
+        let switch = Arc::new(switch());
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (switch, stop) = (Arc::clone(&switch), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let clock = || Instant::from_nanos(started.elapsed().as_nanos() as u64);
+                run_worker(&switch, switch.worker(), vec![p1, p2], clock, &stop)
+            })
+        };
+        for _ in 0..100 {
+            one.to_switch.push(frame(mac(2), mac(1)));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while two.from_switch.len() < 100 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (stats, worker) = thread.join().unwrap();
+        assert_eq!(two.from_switch.len(), 100);
+        assert_eq!(stats.received, 100);
+        assert_eq!(worker.counters.received, 100);
+    }
+}

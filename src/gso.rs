@@ -1,0 +1,435 @@
+//! Software segmentation of TCP super-frames (GSO/TSO done by hand), for frames a Linux peer
+//! handed over as one GSO frame of up to 64 KB (a veth with TSO on, read with
+//! `PACKET_VNET_HDR`) that must leave as frames that fit the MTU.
+//!
+//! What the kernel's `tcp_gso_segment` / `inet_gso_segment` / `ipv6_gso_segment` do, for the
+//! frames a switch sees: Ethernet, up to two VLAN tags, IPv4 (options allowed) or IPv6 (no
+//! extension headers), TCP. Each segment gets the headers of the super-frame with: the IPv4
+//! total length, a consecutive identification and a new header checksum; the IPv6 payload
+//! length; the TCP sequence number advanced by the payload before it; FIN and PSH only on the
+//! last segment and CWR only on the first (RFC 3168 section 6.1.2: CWR on one segment); and a
+//! complete TCP checksum (RFC 9293 section 3.1), whatever the super-frame's checksum held
+//! (partial, as offload leaves it).
+//!
+//! No allocation: [`TcpSegmenter::next_into`] writes one segment into the caller's buffer.
+
+use crate::wire::checksum;
+
+/// Why a frame cannot be segmented here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GsoError {
+    /// Headers cut short, or lengths that do not fit the frame.
+    Truncated,
+    /// Not Ethernet + IPv4/IPv6 + TCP (an IPv6 extension header, another protocol).
+    NotTcp,
+    /// An IPv4 fragment: never a GSO frame.
+    Fragment,
+    /// A segment size of 0.
+    BadSegmentSize,
+}
+
+impl core::fmt::Display for GsoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            GsoError::Truncated => "GSO frame truncated",
+            GsoError::NotTcp => "GSO frame is not Ethernet/IP/TCP",
+            GsoError::Fragment => "GSO frame is an IP fragment",
+            GsoError::BadSegmentSize => "GSO segment size 0",
+        })
+    }
+}
+
+impl core::error::Error for GsoError {}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Cuts one TCP super-frame into segments of at most `mss` payload bytes.
+#[derive(Debug, Clone)]
+pub struct TcpSegmenter<'f> {
+    frame: &'f [u8],
+    /// Start of the IP header, of the TCP header, of the payload; end of the IP packet.
+    ip: usize,
+    tcp: usize,
+    payload: usize,
+    end: usize,
+    ipv6: bool,
+    mss: usize,
+    /// Payload bytes already cut.
+    done: usize,
+    index: u16,
+}
+
+fn read_u16(data: &[u8], at: usize) -> Result<u16, GsoError> {
+    match data.get(at..at + 2) {
+        Some(&[a, b]) => Ok(u16::from_be_bytes([a, b])),
+        _ => Err(GsoError::Truncated),
+    }
+}
+
+impl<'f> TcpSegmenter<'f> {
+    /// Reads the headers of `frame` (an Ethernet frame) for segments of `mss` payload bytes.
+    pub fn new(frame: &'f [u8], mss: u16) -> Result<TcpSegmenter<'f>, GsoError> {
+        if mss == 0 {
+            return Err(GsoError::BadSegmentSize);
+        }
+        let mut ip = 14;
+        let mut ethertype = read_u16(frame, 12)?;
+        for _ in 0..2 {
+            if ethertype == 0x8100 || ethertype == 0x88a8 {
+                ethertype = read_u16(frame, ip + 2)?;
+                ip += 4;
+            }
+        }
+        let (tcp, end, ipv6) = match ethertype {
+            0x0800 => {
+                let version_ihl = *frame.get(ip).ok_or(GsoError::Truncated)?;
+                let header_len = usize::from(version_ihl & 0x0f) * 4;
+                if version_ihl >> 4 != 4 || header_len < 20 {
+                    return Err(GsoError::NotTcp);
+                }
+                if frame.get(ip + 9) != Some(&6) {
+                    return Err(GsoError::NotTcp);
+                }
+                if read_u16(frame, ip + 6)? & 0x3fff != 0 {
+                    return Err(GsoError::Fragment);
+                }
+                // Linux's BIG TCP writes 0 for packets above 64 KB: the frame's end then.
+                let total = usize::from(read_u16(frame, ip + 2)?);
+                let end = if total == 0 { frame.len() } else { ip + total };
+                (ip + header_len, end, false)
+            }
+            0x86dd => {
+                if frame.get(ip + 6) != Some(&6) {
+                    return Err(GsoError::NotTcp);
+                }
+                let payload = usize::from(read_u16(frame, ip + 4)?);
+                let end = if payload == 0 {
+                    frame.len()
+                } else {
+                    ip + 40 + payload
+                };
+                (ip + 40, end, true)
+            }
+            _ => return Err(GsoError::NotTcp),
+        };
+        let data_offset = usize::from(*frame.get(tcp + 12).ok_or(GsoError::Truncated)? >> 4) * 4;
+        let payload = tcp + data_offset;
+        if data_offset < 20 || payload > end || end > frame.len() {
+            return Err(GsoError::Truncated);
+        }
+        Ok(TcpSegmenter {
+            frame,
+            ip,
+            tcp,
+            payload,
+            end,
+            ipv6,
+            mss: usize::from(mss),
+            done: 0,
+            index: 0,
+        })
+    }
+
+    /// How many segments the frame makes (at least one, even without payload).
+    pub fn segment_count(&self) -> usize {
+        (self.end - self.payload).div_ceil(self.mss).max(1)
+    }
+
+    /// The length of the headers every segment carries.
+    pub fn header_len(&self) -> usize {
+        self.payload
+    }
+
+    /// The longest segment: headers and `mss` bytes of payload.
+    pub fn max_segment_len(&self) -> usize {
+        self.payload + self.mss.min(self.end - self.payload)
+    }
+
+    /// Writes the next segment into `out` and returns its length; `None` when every segment
+    /// has been written, or if `out` is shorter than the segment (nothing is written then).
+    pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        let total_payload = self.end - self.payload;
+        if usize::from(self.index) >= self.segment_count() {
+            return None;
+        }
+        let chunk = self.mss.min(total_payload - self.done);
+        let len = self.payload + chunk;
+        let out = out.get_mut(..len)?;
+        let (headers, body) = out.split_at_mut(self.payload);
+        headers.copy_from_slice(self.frame.get(..self.payload)?);
+        body.copy_from_slice(
+            self.frame
+                .get(self.payload + self.done..self.payload + self.done + chunk)?,
+        );
+        let first = self.index == 0;
+        let last = self.done + chunk == total_payload;
+
+        // IP lengths (and for IPv4 the identification and header checksum).
+        let ip_header_len = self.tcp - self.ip;
+        if self.ipv6 {
+            let payload_len = (len - self.tcp) as u16;
+            headers
+                .get_mut(self.ip + 4..self.ip + 6)?
+                .copy_from_slice(&payload_len.to_be_bytes());
+        } else {
+            let total = (len - self.ip) as u16;
+            let ip = headers.get_mut(self.ip..self.tcp)?;
+            ip.get_mut(2..4)?.copy_from_slice(&total.to_be_bytes());
+            let id = u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]).wrapping_add(self.index);
+            ip.get_mut(4..6)?.copy_from_slice(&id.to_be_bytes());
+            let sum = checksum::ipv4_header(ip, ip_header_len)?;
+            ip.get_mut(10..12)?.copy_from_slice(&sum.to_be_bytes());
+        }
+
+        // TCP: sequence number, flags, checksum.
+        let tcp_at = self.tcp;
+        let seq_field = headers.get_mut(tcp_at + 4..tcp_at + 8)?;
+        let seq = u32::from_be_bytes([seq_field[0], seq_field[1], seq_field[2], seq_field[3]])
+            .wrapping_add(self.done as u32);
+        seq_field.copy_from_slice(&seq.to_be_bytes());
+        let flags = headers.get_mut(tcp_at + 13)?;
+        if !last {
+            *flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if !first {
+            *flags &= !TCP_CWR;
+        }
+        headers.get_mut(tcp_at + 16..tcp_at + 18)?.fill(0);
+        // The pseudo-header: source and destination addresses (adjacent in both IPv4 and
+        // IPv6 headers), the protocol and the TCP length (RFC 9293 section 3.1, RFC 8200
+        // section 8.1).
+        let addresses = if self.ipv6 {
+            out.get(self.ip + 8..self.ip + 40)?
+        } else {
+            out.get(self.ip + 12..self.ip + 20)?
+        };
+        let tcp_len = len - tcp_at;
+        let sum = u32::from(checksum::sum_bytes(addresses))
+            + 6
+            + (tcp_len as u32 >> 16)
+            + (tcp_len as u32 & 0xffff)
+            + u32::from(checksum::sum_bytes(out.get(tcp_at..len)?));
+        let sum = !checksum::fold(sum);
+        out.get_mut(tcp_at + 16..tcp_at + 18)?
+            .copy_from_slice(&sum.to_be_bytes());
+
+        self.done += chunk;
+        self.index += 1;
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    extern crate std;
+
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+
+    /// A TCP super-frame built with etherparse (not our code), with `payload`.
+    fn super_frame(ipv6: bool, flags: &str, payload: &[u8]) -> Vec<u8> {
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let ip = if ipv6 {
+            eth.ipv6(
+                [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            eth.ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+        };
+        let mut tcp = ip.tcp(40000, 5201, 0xffff_fff0, 501).ack(77);
+        for flag in flags.chars() {
+            tcp = match flag {
+                'P' => tcp.psh(),
+                'F' => tcp.fin(),
+                'C' => tcp.cwr(),
+                _ => tcp,
+            };
+        }
+        let mut frame = Vec::new();
+        tcp.write(&mut frame, payload).unwrap();
+        frame
+    }
+
+    /// Every segment parsed and checked by etherparse: lengths, checksums (IPv4 header and
+    /// TCP), sequence numbers, flags; the payloads put together give the original.
+    fn check(ipv6: bool) {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let frame = super_frame(ipv6, "PFC", &payload);
+        let mut segmenter = TcpSegmenter::new(&frame, 1448).unwrap();
+        assert_eq!(segmenter.segment_count(), 4);
+        let mut out = vec![0u8; segmenter.max_segment_len()];
+        let mut joined = Vec::new();
+        let mut seqs = Vec::new();
+        let mut index = 0;
+        while let Some(len) = segmenter.next_into(&mut out) {
+            let segment = &out[..len];
+            let parsed = etherparse::SlicedPacket::from_ethernet(segment).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = parsed.transport else {
+                panic!("TCP")
+            };
+            let expected = match &parsed.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => {
+                    let header = ip.header().to_header();
+                    assert_eq!(
+                        header.header_checksum,
+                        header.calc_header_checksum(),
+                        "IPv4 header checksum"
+                    );
+                    assert_eq!(header.identification, index as u16);
+                    tcp.to_header()
+                        .calc_checksum_ipv4(&header, tcp.payload())
+                        .unwrap()
+                }
+                Some(etherparse::NetSlice::Ipv6(ip)) => tcp
+                    .to_header()
+                    .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+                    .unwrap(),
+                _ => panic!("IP"),
+            };
+            assert_eq!(tcp.checksum(), expected, "TCP checksum of segment {index}");
+            let last = index == 3;
+            assert_eq!(tcp.fin(), last);
+            assert_eq!(tcp.psh(), last);
+            assert_eq!(tcp.cwr(), index == 0);
+            assert!(tcp.ack());
+            assert_eq!(tcp.acknowledgment_number(), 77);
+            seqs.push(tcp.sequence_number());
+            joined.extend_from_slice(tcp.payload());
+            index += 1;
+        }
+        assert_eq!(index, 4);
+        assert_eq!(joined, payload);
+        // Sequence numbers advance by the payload, wrapping around 2^32.
+        assert_eq!(
+            seqs,
+            [
+                0xffff_fff0,
+                0xffff_fff0u32.wrapping_add(1448),
+                0xffff_fff0u32.wrapping_add(2896),
+                0xffff_fff0u32.wrapping_add(4344)
+            ]
+        );
+    }
+
+    #[test]
+    fn segments_ipv4_tcp() {
+        check(false);
+    }
+
+    #[test]
+    fn segments_ipv6_tcp() {
+        check(true);
+    }
+
+    #[test]
+    fn a_frame_within_one_segment_comes_out_whole_with_its_checksum_completed() {
+        let frame = super_frame(false, "P", b"small");
+        let mut partial = frame.clone();
+        partial[50..52].copy_from_slice(&[0x12, 0x34]); // a partial checksum, say
+        let mut segmenter = TcpSegmenter::new(&partial, 1448).unwrap();
+        assert_eq!(segmenter.segment_count(), 1);
+        let mut out = vec![0u8; 1514];
+        let len = segmenter.next_into(&mut out).unwrap();
+        assert_eq!(&out[..len], &frame[..]);
+        assert_eq!(segmenter.next_into(&mut out), None);
+    }
+
+    #[test]
+    fn vlan_tagged_frames_keep_their_tag() {
+        let payload = vec![9u8; 3000];
+        let mut frame = super_frame(false, "", &payload);
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+        let mut segmenter = TcpSegmenter::new(&frame, 1000).unwrap();
+        assert_eq!(segmenter.segment_count(), 3);
+        let mut out = vec![0u8; 2000];
+        while let Some(len) = segmenter.next_into(&mut out) {
+            assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+            let parsed = etherparse::SlicedPacket::from_ethernet(&out[..len]).unwrap();
+            assert!(matches!(
+                parsed.transport,
+                Some(etherparse::TransportSlice::Tcp(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_segment_without_panicking() {
+        let frame = super_frame(false, "", &[1; 100]);
+        assert_eq!(
+            TcpSegmenter::new(&frame, 0).err(),
+            Some(GsoError::BadSegmentSize)
+        );
+        for cut in 0..54 {
+            assert!(
+                TcpSegmenter::new(&frame[..cut], 1448).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut udp = frame.clone();
+        udp[23] = 17;
+        assert_eq!(TcpSegmenter::new(&udp, 1448).err(), Some(GsoError::NotTcp));
+        let mut fragment = frame.clone();
+        fragment[20] = 0x20; // more fragments
+        assert_eq!(
+            TcpSegmenter::new(&fragment, 1448).err(),
+            Some(GsoError::Fragment)
+        );
+        // A total length beyond the frame.
+        let mut long = frame.clone();
+        long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(
+            TcpSegmenter::new(&long, 1448).err(),
+            Some(GsoError::Truncated)
+        );
+        // An output buffer too short: nothing written, the segment still to come.
+        let mut segmenter = TcpSegmenter::new(&frame, 1448).unwrap();
+        assert_eq!(segmenter.next_into(&mut [0u8; 20]), None);
+        assert!(segmenter.next_into(&mut [0u8; 200]).is_some());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes and segment sizes: refused or segmented, never a panic, and every
+        /// segment within headers + mss.
+        #[test]
+        fn arbitrary_frames_never_panic(
+            frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            mss in 0u16..700,
+            ethertype in proptest::prop_oneof![
+                proptest::strategy::Just(0x0800u16),
+                proptest::strategy::Just(0x86dd),
+                proptest::strategy::Just(0x8100),
+            ],
+        ) {
+            let mut frame = frame;
+            if frame.len() >= 14 {
+                frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            }
+            // Mostly plausible IP headers, so that segmentation itself runs often.
+            if frame.len() >= 60 && mss % 4 != 0 {
+                if ethertype == 0x0800 {
+                    frame[14] = 0x45;
+                    frame[20] &= 0x80;
+                    frame[23] = 6;
+                } else {
+                    frame[20] = 6;
+                }
+            }
+            if let Ok(mut segmenter) = TcpSegmenter::new(&frame, mss) {
+                let mut out = vec![0u8; segmenter.max_segment_len()];
+                let mut count = 0;
+                while let Some(len) = segmenter.next_into(&mut out) {
+                    proptest::prop_assert!(len <= segmenter.header_len() + usize::from(mss));
+                    count += 1;
+                }
+                proptest::prop_assert_eq!(count, segmenter.segment_count());
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Network namespaces with veth pairs for the backend tests and the backend benchmark: named
+//! after the process (`sy<PID>-<tag>-<name>`), created with `ip`, deleted on drop (also when
+//! a test panics). Nothing here touches the default namespace's interfaces: every veth is
+//! created inside a namespace of ours (`ip -n NS link add ... peer ... netns OTHER`).
+//! Addresses come from 198.18.0.0/15 and 2001:db8::/32 only.
+
+// Each integration test is its own crate and may use only part of this module.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+/// True if the tests may run: root. Otherwise prints loudly why they are skipped and returns
+/// false; under CI (`CI=true`) not being able to run is a failure (panics with the reason).
+pub fn root_or_skip(test: &str) -> bool {
+    let reason = if !is_root() {
+        Some("not root (namespaces, veth pairs and AF_PACKET need CAP_SYS_ADMIN and CAP_NET_RAW)")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("`ip` (iproute2) is not installed")
+    } else {
+        None
+    };
+    let Some(reason) = reason else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: cannot run under CI: {reason}");
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!` of passing
+    // tests, and a skip must be seen.
+    let banner = "*".repeat(70);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{banner}\n*** SKIPPED {test}: {reason}\n*** (run as root to exercise the AF_PACKET \
+         backend; CI=true makes this a failure)\n{banner}\n"
+    );
+    false
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(args: &[&str]) -> Output {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A set of namespaces, deleted on drop.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// An empty lab; namespace names start with `sy<PID>-<tag>-`.
+    pub fn new(tag: &str) -> Lab {
+        Lab {
+            prefix: format!("sy{}-{tag}-", std::process::id()),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// Creates namespace `name` (loopback up, IPv6 off unless `ipv6`: no router
+    /// solicitations or DAD probes in the counts) and returns its full name.
+    pub fn namespace(&mut self, name: &str, ipv6: bool) -> String {
+        let full = format!("{}{name}", self.prefix);
+        run(&["ip", "netns", "add", &full]);
+        self.namespaces.push(full.clone());
+        run(&["ip", "-n", &full, "link", "set", "lo", "up"]);
+        let disable = if ipv6 { "0" } else { "1" };
+        for key in ["all", "default"] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &full,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.disable_ipv6={disable}"),
+            ]);
+        }
+        full
+    }
+
+    /// A veth pair: `a_if` in namespace `a`, `b_if` in namespace `b`, both up.
+    pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        run(&[
+            "ip", "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        run(&["ip", "-n", a, "link", "set", a_if, "up"]);
+        run(&["ip", "-n", b, "link", "set", b_if, "up"]);
+    }
+
+    /// `ip -n NS <args>`.
+    pub fn ip(&self, namespace: &str, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "-n", namespace];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// Runs a command in a namespace (`ip netns exec`), returning its output whatever its
+    /// status.
+    pub fn exec(&self, namespace: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", namespace])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {namespace} {args:?}: {e}"))
+    }
+
+    /// An interface's counter (`rx_packets`, `tx_dropped`...), read in its namespace.
+    pub fn counter(&self, namespace: &str, interface: &str, name: &str) -> u64 {
+        let out = self.exec(
+            namespace,
+            &[
+                "cat",
+                &format!("/sys/class/net/{interface}/statistics/{name}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
