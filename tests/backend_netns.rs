@@ -384,6 +384,8 @@ fn switch_config() -> SwitchConfig {
             capacity: 1024,
             ..FdbConfig::default()
         },
+        services: Vec::new(),
+        lb: switchyard::switch::LbSettings::default(),
     }
 }
 

@@ -627,6 +627,8 @@ mod test {
                 capacity: 1024,
                 ..FdbConfig::default()
             },
+            services: Vec::new(),
+            lb: crate::switch::LbSettings::default(),
         })
         .unwrap()
     }
