@@ -24,7 +24,7 @@ fn host() -> HostFacts {
 }
 
 fn check(text: &str) -> Result<config::Config, config::ConfigError> {
-    parse(text).and_then(|file| file.to_config(&host()))
+    parse(text).and_then(|file| file.to_config(&host(), &mut config::PortIds::default()))
 }
 
 #[test]

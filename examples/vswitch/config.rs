@@ -286,6 +286,26 @@ pub struct PortBinding {
     pub capture: Option<PathBuf>,
 }
 
+/// Port numbers by port name, stable across reloads: a port keeps its number while its name
+/// stays in the file (forwarding entries learned on it stay right), a new name gets a number
+/// never used before.
+#[derive(Debug, Clone, Default)]
+pub struct PortIds {
+    ids: BTreeMap<String, u32>,
+    next: u32,
+}
+
+impl PortIds {
+    fn id_for(&mut self, name: &str) -> PortId {
+        if let Some(&id) = self.ids.get(name) {
+            return PortId(id);
+        }
+        self.next += 1;
+        self.ids.insert(name.to_owned(), self.next);
+        PortId(self.next)
+    }
+}
+
 /// Parses TOML text; syntax and type errors come with serde's line and column.
 pub fn parse(text: &str) -> Result<File, ConfigError> {
     toml::from_str(text).map_err(|e| {
@@ -324,7 +344,7 @@ impl File {
     /// The core's configuration for this file, with what the host told about the underlay
     /// interface; every problem names its key. The core's own validation runs last, and its
     /// errors are mapped back to keys where they name an item.
-    pub fn to_config(&self, host: &HostFacts) -> Result<Config, ConfigError> {
+    pub fn to_config(&self, host: &HostFacts, ids: &mut PortIds) -> Result<Config, ConfigError> {
         let u = &self.underlay;
         let local_mac = match &u.local_mac {
             Some(text) => parse_mac(text)
@@ -400,7 +420,7 @@ impl File {
         let mut by_name: BTreeMap<&str, PortId> = BTreeMap::new();
         let mut port_configs = Vec::new();
         for (i, p) in self.port.iter().enumerate() {
-            let id = PortId(i as u32 + 1);
+            let id = ids.id_for(&p.name);
             if by_name.insert(p.name.as_str(), id).is_some() {
                 return Err(error(
                     format!("port[{i}].name"),
@@ -575,7 +595,11 @@ impl File {
         };
         let key = match e {
             E::DuplicatePort(_) => "port".to_owned(),
-            E::PortVniUnknown { port, .. } => format!("port[{}].vni", port.0 - 1),
+            E::PortVniUnknown { vni, .. } => self
+                .port
+                .iter()
+                .position(|p| p.vni == vni.get())
+                .map_or_else(|| "port".to_owned(), |i| format!("port[{i}].vni")),
             E::DuplicateVni(vni) => vni_key(*vni),
             E::RemoteVtep { vni, .. } => format!("{}.flood", vni_key(*vni)),
             E::StaticEntry { vni, mac } => self

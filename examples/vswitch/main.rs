@@ -4,13 +4,28 @@
 //! vswitch demo                                # the in-memory cluster demo, no privileges
 //! vswitch check CONFIG.toml                   # validate a configuration, naming bad keys
 //! vswitch maglev --size 13 10.0.0.1:80 10.0.0.2:80:2   # a Maglev table, slot by slot
+//! vswitch run CONFIG.toml                     # the switch on real interfaces (root)
+//! vswitch ctl /run/switchyard.sock show fdb   # inspect and change it at run time
 //! ```
+//!
+//! `run` and `ctl` need the crate's `af-packet` feature (and `io-uring` for that underlay):
+//! `cargo run --release --features af-packet,io-uring --example vswitch -- run CONFIG.toml`.
 //!
 //! The configuration file is TOML; see `config.rs` for every key and its default.
 
+#[cfg(feature = "af-packet")]
+mod capture;
 mod config;
+#[cfg(feature = "af-packet")]
+mod control;
 mod demo;
 mod maglev;
+#[cfg(feature = "af-packet")]
+mod metrics;
+#[cfg(feature = "af-packet")]
+mod run;
+#[cfg(feature = "af-packet")]
+mod uring;
 
 use std::process::ExitCode;
 
@@ -32,6 +47,20 @@ enum Command {
         /// The TOML file.
         config: std::path::PathBuf,
     },
+    /// Runs the switch on the interfaces of CONFIG (root; SIGHUP reloads, SIGINT/SIGTERM stop).
+    Run {
+        /// The TOML file.
+        config: std::path::PathBuf,
+    },
+    /// Sends one request to a running switch's control socket and prints the answer.
+    Ctl {
+        /// The control socket (switch.control_socket in the configuration).
+        socket: std::path::PathBuf,
+        /// show fdb|ports|vnis|neighbors|services|counters|conntrack, or
+        /// add|del fdb|flood|neighbor|backend key=value...
+        #[arg(required = true, num_args = 2..)]
+        request: Vec<String>,
+    },
     /// Prints the Maglev table for a set of backends: one line per slot, slot then backend.
     Maglev {
         /// The table size, a prime.
@@ -51,6 +80,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Ctl { socket, request } => ctl(&socket, &request),
         Command::Maglev { size, backends } => match maglev::table(size, &backends) {
             Ok(table) => {
                 print!("{table}");
@@ -62,6 +93,56 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+#[cfg(feature = "af-packet")]
+fn run(path: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run::run(path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "af-packet")]
+fn ctl(socket: &std::path::Path, request: &[String]) -> ExitCode {
+    match control::client(socket, request) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vswitch ctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(not(feature = "af-packet"))]
+fn run(_: &std::path::Path) -> ExitCode {
+    without_backends()
+}
+
+#[cfg(not(feature = "af-packet"))]
+fn ctl(_: &std::path::Path, _: &[String]) -> ExitCode {
+    without_backends()
+}
+
+#[cfg(not(feature = "af-packet"))]
+fn without_backends() -> ExitCode {
+    eprintln!(
+        "vswitch: built without the Linux backends; rebuild with \
+         --features af-packet,io-uring"
+    );
+    ExitCode::from(2)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -78,7 +159,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         underlay_mac: Some(switchyard::wire::EthernetAddress([0x02, 0, 0, 0, 0, 1])),
         ..config::HostFacts::default()
     };
-    match config::parse(&text).and_then(|file| file.to_config(&host)) {
+    match config::parse(&text)
+        .and_then(|file| file.to_config(&host, &mut config::PortIds::default()))
+    {
         Ok(config) => {
             println!(
                 "{}: ok ({} ports, {} VNIs, {} static entries, {} neighbours, {} services)",

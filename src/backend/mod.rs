@@ -14,6 +14,8 @@ use std::vec::Vec;
 
 #[cfg(feature = "af-packet")]
 pub mod af_packet;
+#[cfg(feature = "af-packet")]
+pub mod host;
 pub mod memory;
 pub mod netns;
 mod offload;

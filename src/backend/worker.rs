@@ -245,6 +245,23 @@ impl<'s> WorkerLoop<'s> {
             .map(|r| &mut *r.queue as &mut dyn RxQueue)
     }
 
+    /// Gives the switch worker and the ports back: to restart the loop with other ports
+    /// while keeping the worker's state (connection tracking, counters).
+    pub fn into_parts(self) -> (Worker, Vec<Port>) {
+        let worker = self.worker;
+        let ports = self
+            .rx
+            .into_iter()
+            .zip(self.tx)
+            .map(|(rx, tx)| Port {
+                ingress: rx.ingress,
+                rx: rx.queue,
+                tx: tx.queue,
+            })
+            .collect();
+        (worker, ports)
+    }
+
     /// Gives the ports back (after [`WorkerLoop::run`], to read their counters).
     pub fn into_ports(self) -> Vec<Port> {
         self.rx

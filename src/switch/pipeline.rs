@@ -589,14 +589,33 @@ impl Switch {
     }
 
     /// Timers, to call about once a second (and the data path needs no other call): ageing
-    /// of the forwarding table, and ARP/ND probes for underlay next hops, which it writes into
-    /// `output` as actions to the underlay (`output` is cleared first). Returns how many
+    /// of the forwarding table, and ARP/ND probes for underlay next hops (every VTEP the
+    /// configuration names is resolved from the first call on, before traffic needs it), which
+    /// it writes into `output` as actions to the underlay (`output` is cleared first). Returns how many
     /// entries aged out.
     pub fn poll(&self, now: Instant, output: &mut Output) -> usize {
         output.actions.clear();
         output.generated.clear();
         let aged = self.fdb.age(now);
         if let Some(resolver) = self.resolver.lock().as_mut() {
+            // Every VTEP of a flood list or static entry is resolved ahead of its first frame,
+            // so that first frame (often an ARP request) is not the one dropped while waiting.
+            let state = Arc::clone(&self.current.lock());
+            let known =
+                state
+                    .config
+                    .vnis
+                    .iter()
+                    .flat_map(|v| v.remote_vteps.iter().copied())
+                    .chain(state.config.static_entries.iter().filter_map(
+                        |e| match e.destination {
+                            Destination::Vtep(ip) => Some(ip),
+                            Destination::Port(_) => None,
+                        },
+                    ));
+            for vtep in known {
+                let _ = resolver.resolve(vtep, now);
+            }
             let mut probe = [0u8; PROBE_MAX_LEN];
             while let Some(len) = resolver.poll(now, &mut probe) {
                 push_underlay_probe(output, probe.get(..len).unwrap_or(&[]));
