@@ -36,6 +36,7 @@ Open vSwitch's programs for the OVS contenders.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -461,6 +462,7 @@ vni = {VNI}
         for s in self.procs:
             try:
                 out[f"node{s}_counters"] = json.loads(self.ctl(s, "show", "counters"))
+                out[f"node{s}_ports"] = json.loads(self.ctl(s, "show", "ports"))
             except (Failed, ValueError) as e:
                 out[f"node{s}_counters"] = str(e)
         return out
@@ -508,7 +510,7 @@ def percentile(sorted_values, q):
     """Nearest-rank percentile."""
     if not sorted_values:
         return None
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[k]
 
 
@@ -862,7 +864,7 @@ def main():
             log(f"{n}: {r['status']}")
             results.append(r)
     except (KeyboardInterrupt, Interrupted) as e:
-        log(f"interrupted ({e or 'SIGINT'}): torn down; partial results follow")
+        log(f"interrupted ({e or 'SIGINT'}): torn down; results so far follow")
     finally:
         if opts.keep_logs:
             log(f"logs kept in {work}")
