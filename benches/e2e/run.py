@@ -212,6 +212,21 @@ class Topology:
         st = json.loads(out)[0]["stats64"]
         return st["rx"]["packets"], st["tx"]["packets"], st["tx"].get("dropped", 0)
 
+    def link_stats(self):
+        """Every interface's kernel counters in the four namespaces (for the JSON)."""
+        out = {}
+        for role, ns in self.ns.items():
+            try:
+                links = json.loads(run(["ip", "-n", ns, "-s", "-j", "link", "show"]))
+            except (Failed, ValueError) as e:
+                out[role] = str(e)
+                continue
+            out[role] = {l["ifname"]: {d: {k: l["stats64"][d].get(k) for k in
+                                           ("packets", "bytes", "dropped", "errors")}
+                                       for d in ("rx", "tx")}
+                         for l in links if "stats64" in l and l["ifname"] != "lo"}
+        return out
+
     def reachable(self, seconds, alive=lambda: None):
         deadline = time.time() + seconds
         while time.time() < deadline:
@@ -454,6 +469,35 @@ vni = {VNI}
     def switch_pids(self):
         return [p.pid for p in self.procs.values()]
 
+    @staticmethod
+    def check_counters(dg):
+        """vswitch's queue counters against the kernel's interface counters, traffic stopped:
+        frames vswitch sent on an interface = the interface's tx_packets (minus frames the
+        node's own kernel sent: ARP, ICMP), frames its ring took in + dropped = rx_packets."""
+        bad = []
+        for s in "AB":
+            ports = dg.get(f"node{s}_ports")
+            links = dg.get("links", {}).get(f"node{s}", {})
+            if not isinstance(ports, list) or not isinstance(links, dict):
+                continue
+            for p in ports:
+                k = links.get(p["interface"])
+                if not k:
+                    continue
+                rxq, txq = p["rx_queue"], p["tx_queue"]
+                ring_rx = rxq["frames"] + rxq["dropped"]
+                kern_tx, kern_rx = k["tx"]["packets"], k["rx"]["packets"]
+                # The node's kernel may send a few frames of its own (ARP, ICMP): allow 1 %.
+                slack = 50 + kern_rx // 100
+                if ring_rx > kern_rx or kern_rx - ring_rx > slack:
+                    bad.append(f"node {s} {p['name']}: ring received+dropped {ring_rx}, "
+                               f"kernel rx_packets {kern_rx}")
+                slack = 50 + kern_tx // 100
+                if txq["frames"] > kern_tx or kern_tx - txq["frames"] > slack:
+                    bad.append(f"node {s} {p['name']}: ring sent {txq['frames']}, kernel "
+                               f"tx_packets {kern_tx}")
+        return bad
+
     def ctl(self, s, *req):
         return run([self.o.vswitch, "ctl", self.sockets[s]] + list(req), timeout=10)
 
@@ -640,6 +684,14 @@ def bench_contender(index, name, opts, work):
                 f"{k}={fmt(v)}" for k, v in rep.items() if k in METRICS))
             res["reps"].append(rep)
         res["diagnostics"] = c.diagnostics()
+        res["diagnostics"]["links"] = topo.link_stats()
+        if isinstance(c, Switchyard):
+            time.sleep(0.6)  # vswitch publishes its counters every 250 ms
+            res["diagnostics"].update(c.diagnostics())
+            bad = c.check_counters(res["diagnostics"])
+            res["diagnostics"]["counter_check"] = bad or "vswitch and kernel counters agree"
+            for b in bad:
+                res["errors"].append(f"counters: {b}")
     except Unsupported as e:
         res["status"] = f"unsupported: {e}"
     except Failed as e:
