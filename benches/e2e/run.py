@@ -605,6 +605,11 @@ def measure_udp(topo, contender, opts):
     conf = os.path.join(topo.work, "udp64.trafgen")
     with open(conf, "w") as f:
         f.write(TRAFGEN_CONF)
+    # Loss is counted over the whole burst (counters before the start and after the drain),
+    # not over the timed window: reading two namespaces' counters is not instantaneous, and at
+    # these rates a few milliseconds of skew would show as loss (or as negative loss).
+    pre_rx, _, _ = topo.counters("B")
+    _, pre_tx, pre_txd = topo.counters("A")
     gen = topo.start("trafgen", ["ip", "netns", "exec", topo.pod("A")] + taskset(opts.pin_gen) +
                      ["trafgen", "--dev", "eth0", "--conf", conf, "--no-sock-mem",
                       "--notouch-irq", "--cpus", str(opts.gen_procs)], group=True)
@@ -627,12 +632,19 @@ def measure_udp(topo, contender, opts):
         s1 = softirq_seconds()
     finally:
         topo.stop(gen, signal.SIGINT)
+    time.sleep(0.5)  # let the switches' queues drain
+    post_rx, _, _ = topo.counters("B")
+    _, post_tx, post_txd = topo.counters("A")
     elapsed = t1 - t0
     delivered = rx1 - rx0
     offered = (tx1 - tx0) + (txd1 - txd0)
+    burst_offered = (post_tx - pre_tx) + (post_txd - pre_txd)
+    burst_delivered = post_rx - pre_rx
     r = {"mpps": delivered / elapsed / 1e6, "offered_mpps": offered / elapsed / 1e6,
-         "loss_pct": 100.0 * (offered - delivered) / offered if offered else None,
-         "delivered": delivered, "offered": offered}
+         "loss_pct": (100.0 * (burst_offered - burst_delivered) / burst_offered
+                      if burst_offered else None),
+         "delivered": delivered, "offered": offered, "burst_offered": burst_offered,
+         "burst_delivered": burst_delivered}
     mpkt = delivered / 1e6
     if pids:
         r["cpu_s"] = c1 - c0
@@ -640,7 +652,6 @@ def measure_udp(topo, contender, opts):
     else:
         r["softirq_s"] = s1 - s0
         r["softirq_s_per_mpkt"] = (s1 - s0) / mpkt if mpkt else None
-    time.sleep(0.5)  # let queues drain before the next test
     return r
 
 
