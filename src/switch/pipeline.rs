@@ -777,13 +777,9 @@ impl Switch {
                     continue;
                 }
                 let at = if meta_key { 6 } else { 0 };
-                let Some(mac) = received
-                    .frame
-                    .get(meta.inner.start + at..meta.inner.start + at + 6)
-                else {
+                let Some(mac) = mac_at(received.frame, meta.inner.start + at) else {
                     continue;
                 };
-                let mac = EthernetAddress::from_bytes(mac);
                 if mac.is_unicast() {
                     keys.push((meta.vni, mac));
                 }
@@ -795,14 +791,10 @@ impl Switch {
             if meta.verdict != Verdict::Pending {
                 continue;
             }
-            let Some(src) = received
-                .frame
-                .get(meta.inner.start + 6..meta.inner.start + 12)
-            else {
+            let Some(src) = mac_at(received.frame, meta.inner.start + 6) else {
                 meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
                 continue;
             };
-            let src = EthernetAddress::from_bytes(src);
             match self.fdb.learn(meta.vni, src, meta.from, now) {
                 Learn::Dropped(reason) => meta.verdict = Verdict::Dropped(reason),
                 Learn::Refused(reason) => counters.learn_refused.record(reason),
@@ -897,11 +889,10 @@ impl Switch {
             Destination::Port(port) => Some(port),
             Destination::Vtep(_) => None,
         };
-        let Some(dst) = frame.get(..6) else {
+        let Some(dst) = mac_at(frame, 0) else {
             meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
             return;
         };
-        let dst = EthernetAddress::from_bytes(dst);
         let mut sent = 0usize;
         let mut last_error = DropReason::NoDestination;
         let known = if dst.is_unicast() {
@@ -1533,6 +1524,14 @@ fn check_source(security: &PortSecurity, frame: &[u8]) -> Result<(), DropReason>
     } else {
         Err(DropReason::SpoofedSourceIp)
     }
+}
+
+/// The MAC at `at` in `frame`, if the frame holds six bytes there (smoltcp's `from_bytes`
+/// is not inlined across crates, and panics on a short slice).
+#[inline(always)]
+fn mac_at(frame: &[u8], at: usize) -> Option<EthernetAddress> {
+    let bytes: [u8; 6] = frame.get(at..at.checked_add(6)?)?.try_into().ok()?;
+    Some(EthernetAddress(bytes))
 }
 
 fn is_tagged(frame: &[u8]) -> bool {
