@@ -91,6 +91,11 @@ pub struct AfPacketConfig {
     pub promiscuous: bool,
     /// Transmit around the queueing discipline.
     pub qdisc_bypass: bool,
+    /// Put a virtio-net header in front of each transmitted frame (`PACKET_VNET_HDR` on the
+    /// TX socket), with `hdr_len` the whole frame: the kernel then copies small frames into
+    /// the socket buffer instead of attaching ring pages to it (a page reference taken and
+    /// dropped per frame), and the header is there for frames that need offloads.
+    pub tx_vnet_header: bool,
 }
 
 impl AfPacketConfig {
@@ -107,6 +112,7 @@ impl AfPacketConfig {
             vnet_header: true,
             promiscuous: true,
             qdisc_bypass: true,
+            tx_vnet_header: true,
         }
     }
 }
@@ -719,6 +725,8 @@ pub struct AfPacketTx {
     /// The longest frame the interface takes (MTU + Ethernet + one VLAN tag) or the slot
     /// holds, whichever is less.
     max_frame: usize,
+    /// Bytes of virtio-net header in front of each frame (0 or 10).
+    vnet_len: usize,
     head: usize,
     pending: usize,
     stats: QueueStats,
@@ -753,6 +761,16 @@ impl AfPacketTx {
             )?;
             let on: libc::c_int = 1;
             set_option(fd, sol, libc::PACKET_LOSS, &on, "PACKET_LOSS", interface)?;
+            if config.tx_vnet_header {
+                set_option(
+                    fd,
+                    sol,
+                    libc::PACKET_VNET_HDR,
+                    &on,
+                    "PACKET_VNET_HDR",
+                    interface,
+                )?;
+            }
             let request = libc::tpacket_req {
                 tp_block_size: block_size,
                 tp_block_nr: block_count,
@@ -794,13 +812,19 @@ impl AfPacketTx {
             Ok(ring)
         })?;
         let mtu = interface_mtu(&fd, interface)?;
+        let vnet_len = if config.tx_vnet_header {
+            VNET_HEADER_LEN
+        } else {
+            0
+        };
         Ok(AfPacketTx {
             ring,
             fd,
             interface: String::from(interface),
             frame_size: frame_size as usize,
             frame_count: frame_count as usize,
-            max_frame: (mtu + 14 + 4).min(frame_size as usize - TX_DATA_OFFSET),
+            max_frame: (mtu + 14 + 4).min(frame_size as usize - TX_DATA_OFFSET - vnet_len),
+            vnet_len,
             head: 0,
             pending: 0,
             stats: QueueStats::default(),
@@ -838,16 +862,24 @@ impl TxQueue for AfPacketTx {
             self.stats.dropped += 1;
             return Ok(false);
         }
+        // No offload asked: flags 0, GSO none, and `hdr_len` the whole frame, which the kernel
+        // copies into the socket buffer's linear part (no ring page attached to it).
+        let mut vnet = [0u8; VNET_HEADER_LEN];
+        vnet[2..4].copy_from_slice(&(len as u16).to_le_bytes());
+        let vnet = vnet.get(..self.vnet_len).unwrap_or(&[]);
         // SAFETY: the slot is ours (status AVAILABLE, or WRONG_FORMAT which the kernel no
-        // longer touches); `TX_DATA_OFFSET + len <= frame_size` (max_frame), so the copies stay
-        // inside it; the sources are distinct from the mapping.
+        // longer touches); `TX_DATA_OFFSET + vnet_len + len <= frame_size` (max_frame), so the
+        // copies stay inside it; the sources are distinct from the mapping.
         unsafe {
             let data = self.ring.base.add(slot + TX_DATA_OFFSET);
+            core::ptr::copy_nonoverlapping(vnet.as_ptr(), data, vnet.len());
+            let data = data.add(vnet.len());
             core::ptr::copy_nonoverlapping(header.as_ptr(), data, header.len());
             core::ptr::copy_nonoverlapping(payload.as_ptr(), data.add(header.len()), payload.len());
             let hdr = self.ring.base.add(slot).cast::<libc::tpacket2_hdr>();
-            core::ptr::addr_of_mut!((*hdr).tp_len).write(len as u32);
-            core::ptr::addr_of_mut!((*hdr).tp_snaplen).write(len as u32);
+            let tp_len = (vnet.len() + len) as u32;
+            core::ptr::addr_of_mut!((*hdr).tp_len).write(tp_len);
+            core::ptr::addr_of_mut!((*hdr).tp_snaplen).write(tp_len);
         }
         // The release store publishes the bytes above to the kernel with the status.
         status.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
