@@ -7,6 +7,18 @@
 //! sender) while frames it received there are still borrowed. The worker loop
 //! ([`run_worker`], [`WorkerLoop`]) drives any mix of them: the in-memory port ([`memory`]) of the
 //! tests, AF_PACKET rings, and the io_uring underlay.
+//!
+//! **Offloads.** A Linux peer behind a veth sends with checksum offload and TSO on: small
+//! segments with partial checksums, TCP as GSO super-frames of up to 64 KB. A queue that
+//! knows (AF_PACKET with `PACKET_VNET_HDR`) says so per frame through
+//! [`RxQueue::recv_with_meta`] ([`FrameMeta`]); the worker loop completes partial checksums in
+//! place and cuts TCP super-frames (IPv4, IPv6) into segments with [`crate::gso`] before the
+//! switch sees them, so that every frame it forwards, locally or encapsulated, fits the MTU and
+//! carries whole checksums. Other GSO types (UDP) are dropped and counted. Handing a
+//! super-frame on to the kernel instead, encapsulated, is not possible on AF_PACKET: on Linux
+//! 6.18 a TX socket refuses the UDP-tunnel GSO types (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`
+//! with a 10- or 12-byte header: `EINVAL`; the 20-byte tunnel header size: `PACKET_VNET_HDR_SZ`
+//! refuses it), and `TCPV4` on the outer frame is refused as well.
 
 use std::io;
 use std::os::fd::RawFd;
