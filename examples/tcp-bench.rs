@@ -1,7 +1,9 @@
 //! TCP throughput between two namespaces through the switch's worker loop on two AF_PACKET
-//! ports, with the hosts' veth offloads on (GSO super-frames, cut into segments by the loop:
-//! `switchyard::gso`) and off (`ethtool -K tso off gso off tx off`: plain frames with full
-//! checksums), and through a Linux bridge in the same place as the kernel's reference.
+//! ports: with the hosts' veth offloads on, GSO super-frames sent whole to the other port
+//! with a virtio-net header (the kernel segments), or cut into segments by the loop
+//! (`switchyard::gso`, TX sockets without the header); with the offloads off (`ethtool -K tso
+//! off gso off tx off`: plain frames with full checksums); and through a Linux bridge in the
+//! same place as the kernel's reference.
 //!
 //! ```text
 //! cargo run --release --features af-packet --example tcp-bench -- [--megabytes 256] [--reps 3]
@@ -146,14 +148,19 @@ fn main() {
         }
     };
 
-    for (mode, on) in [
-        ("switchyard, offloads on (software GSO)", "on"),
-        ("switchyard, offloads off", "off"),
+    for (mode, on, tx_vnet_header) in [
+        ("switchyard, offloads on, super-frames whole", "on", true),
+        ("switchyard, offloads on, software GSO", "on", false),
+        ("switchyard, hosts' offloads off", "off", true),
     ] {
         offloads(on);
         let switch = Switch::new(switch_config()).unwrap();
         let open = |dev: &str| {
-            netns::run_in(&sw, || af_packet::open(&AfPacketConfig::new(dev)))
+            let config = AfPacketConfig {
+                tx_vnet_header,
+                ..AfPacketConfig::new(dev)
+            };
+            netns::run_in(&sw, || af_packet::open(&config))
                 .unwrap()
                 .unwrap()
         };
@@ -180,11 +187,12 @@ fn main() {
             (rates, worker.join().unwrap())
         });
         println!(
-            "  {mode:42} median {:6.2} Gbit/s  {rates:.2?}\n    loop: {} frames in, {} sent, {} GSO super-frames -> {} segments ({} dropped), {} checksums completed",
+            "  {mode:44} median {:6.2} Gbit/s  {rates:.2?}\n    loop: {} frames in, {} sent, {} GSO super-frames: {} whole, {} segments ({} dropped), {} checksums completed",
             median(rates.clone()),
             stats.received,
             stats.sent,
             stats.gso_frames,
+            stats.gso_whole,
             stats.gso_segments,
             stats.gso_dropped,
             stats.checksums_completed,
@@ -212,7 +220,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(200));
     let rates: Vec<f64> = (0..args.reps).map(|_| transfer(&h1, &h2, bytes)).collect();
     println!(
-        "  {:42} median {:6.2} Gbit/s  {rates:.2?}",
+        "  {:44} median {:6.2} Gbit/s  {rates:.2?}",
         "Linux bridge (kernel), offloads on",
         median(rates.clone())
     );
