@@ -241,6 +241,38 @@ fn tx_ring_refuses_frames_above_the_mtu() {
     assert_eq!(tx.stats().malformed, 1);
 }
 
+/// A TX socket without a virtio-net header cannot carry offloads: it says so, and refuses a
+/// frame that needs them rather than send it with a partial checksum.
+#[test]
+fn tx_ring_without_vnet_header_refuses_offloads() {
+    if !root_or_skip("tx_ring_without_vnet_header_refuses_offloads") {
+        return;
+    }
+    let (_lab, a, _b) = pair("novnet");
+    let config = AfPacketConfig {
+        tx_vnet_header: false,
+        ..AfPacketConfig::new("a0")
+    };
+    let (_rx, mut tx) = ring_port(&a, config);
+    assert!(!tx.accepts_offloads());
+    let partial = switchyard::backend::FrameMeta {
+        partial_checksum: Some(switchyard::backend::PartialChecksum {
+            start: 34,
+            offset: 16,
+        }),
+        ..Default::default()
+    };
+    assert!(!tx.send_offloaded(&udp_frame(1, 1), &[], &partial).unwrap());
+    assert!(tx
+        .send_offloaded(&udp_frame(2, 1), &[], &Default::default())
+        .unwrap());
+    tx.flush().unwrap();
+    let stats = tx.stats();
+    assert_eq!((stats.frames, stats.malformed), (1, 1));
+    let (_rx, tx) = ring_port(&a, AfPacketConfig::new("a0"));
+    assert!(tx.accepts_offloads());
+}
+
 /// 100 000 frames into a ring that holds them all, not read until the burst is over: every
 /// one arrives, in order, and the kernel reports no drop (PACKET_STATISTICS).
 #[test]

@@ -971,6 +971,12 @@ impl TxQueue for AfPacketTx {
         if meta.is_plain() {
             return self.send(header, payload);
         }
+        if self.vnet_len == 0 {
+            // No header to carry the offload: refused rather than sent with a partial
+            // checksum.
+            self.stats.malformed += 1;
+            return Ok(false);
+        }
         let len = header.len() + payload.len();
         if meta.gso.is_none() && len <= self.max_frame {
             // A partial checksum only: through the ring like any frame, with the header
