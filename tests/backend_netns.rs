@@ -662,3 +662,85 @@ fn worker_loop_segments_tcp_for_ports_without_offloads() {
     assert_eq!(stats.gso_whole, 0, "{stats:?}");
     assert!(stats.gso_segments > stats.gso_frames, "{stats:?}");
 }
+
+/// Two worker threads share the switch and both of its ports, each port's receive side split
+/// between them by a fanout group (hash of the flow): 16 TCP connections go through intact,
+/// and both workers carry some of them.
+#[test]
+fn two_workers_share_the_ports_through_fanout() {
+    if !root_or_skip("two_workers_share_the_ports_through_fanout") {
+        return;
+    }
+    let mut lab = Lab::new("fan2");
+    let h1 = lab.namespace("h1", false);
+    let h2 = lab.namespace("h2", false);
+    let sw = lab.namespace("sw", false);
+    lab.veth(&h1, "h1", &sw, "s1");
+    lab.veth(&h2, "h2", &sw, "s2");
+    lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
+    lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
+
+    let switch = Switch::new(switch_config()).unwrap();
+    // One fanout group per interface (a group belongs to one device).
+    let base = (std::process::id() & 0x7fff) as u16;
+    let port = |dev: &str, group: u16, id: u32| {
+        let (rx, tx) = ring_port(
+            &sw,
+            AfPacketConfig {
+                fanout: Some(group),
+                ..AfPacketConfig::new(dev)
+            },
+        );
+        Port::new(Ingress::Port(PortId(id)), Box::new(rx), Box::new(tx))
+    };
+    let workers_ports: Vec<Vec<Port>> = (0..2)
+        .map(|_| vec![port("s1", base, 1), port("s2", base + 1, 2)])
+        .collect();
+    let stop = AtomicBool::new(false);
+    let (results, stats) = std::thread::scope(|scope| {
+        let workers: Vec<_> = workers_ports
+            .into_iter()
+            .map(|ports| {
+                let (switch, stop) = (&switch, &stop);
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let mut lp =
+                        WorkerLoop::new(switch, switch.worker(), ports, LoopConfig::default());
+                    lp.run(
+                        || {
+                            switchyard::time::Instant::from_nanos(
+                                started.elapsed().as_nanos() as u64
+                            )
+                        },
+                        stop,
+                    );
+                    lp.stats()
+                })
+            })
+            .collect();
+        let results: Vec<(usize, bool)> = (0..16)
+            .map(|_| tcp_transfer(&h1, &h2, "198.18.1.2".parse().unwrap(), 256 << 10))
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        let stats: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        (results, stats)
+    });
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(*r, (256 << 10, true), "connection {i}");
+    }
+    eprintln!(
+        "two workers: {:?}",
+        stats
+            .iter()
+            .map(|s| (s.received, s.sent))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        stats.iter().all(|s| s.received > 0),
+        "both workers carry traffic: {stats:?}"
+    );
+    assert!(
+        stats.iter().all(|s| s.tx_errors == 0 && s.gso_dropped == 0),
+        "{stats:?}"
+    );
+}
