@@ -680,6 +680,47 @@ impl Switch {
         answered
     }
 
+    /// The one local port a frame from `ingress` goes to, if that is known before switching
+    /// it: a unicast destination learned (or static) on another local port of the frame's
+    /// VNI. A backend asks this of a GSO super-frame, which it may then hand to that port
+    /// whole for the kernel to segment, instead of cutting it first (a frame for the
+    /// underlay, or flooded, must fit the MTU before [`Switch::process`]). `process` still
+    /// decides: the table can change in between, and port security may refuse the frame.
+    pub fn local_destination(
+        &self,
+        worker: &Worker,
+        ingress: Ingress,
+        frame: &[u8],
+    ) -> Option<PortId> {
+        let Ingress::Port(port) = ingress else {
+            return None;
+        };
+        let state = &worker.state;
+        let vni = match &state.ports.get(&port)?.mode {
+            PortMode::Access(vni) => *vni,
+            PortMode::Trunk(map) => {
+                let &[t0, t1, v0, v1] = frame.get(12..16)? else {
+                    return None;
+                };
+                if u16::from_be_bytes([t0, t1]) != ethertype::VLAN {
+                    return None;
+                }
+                let vid = u16::from_be_bytes([v0, v1]) & 0x0FFF;
+                map.iter().find(|&&(v, _)| v == vid)?.1
+            }
+        };
+        state.vnis.get(&vni)?;
+        // The destination MAC leads the frame, tagged or not.
+        let dst = frame.get(..6)?;
+        if dst.first()? & 1 != 0 {
+            return None; // broadcast, multicast: flooded
+        }
+        match self.fdb.lookup(vni, EthernetAddress::from_bytes(dst))? {
+            Destination::Port(to) if to != port && state.ports.get(&to).is_some() => Some(to),
+            _ => None,
+        }
+    }
+
     /// A worker for one thread.
     pub fn worker(&self) -> Worker {
         let generation = self.generation.load(Ordering::Acquire);
