@@ -964,3 +964,53 @@ fn service_configuration_errors_name_the_service() {
     assert_eq!(changes[0].key, key);
     assert_eq!(changes[0].disruption.slots_moved, 251);
 }
+
+#[test]
+fn local_destination_names_the_one_local_port_of_a_known_unicast() {
+    let switch = Switch::new(config()).unwrap();
+    let worker = switch.worker();
+    let known = frame(mac(0x55), mac(1)); // static entry: port 3
+    let port = |p| Ingress::Port(PortId(p));
+    assert_eq!(
+        switch.local_destination(&worker, port(1), &known),
+        Some(PortId(3))
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(3), &known),
+        None,
+        "never back out of its ingress"
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(1), &frame([0xff; 6], mac(1))),
+        None,
+        "broadcast: flooded"
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(1), &frame(mac(0x77), mac(1))),
+        None,
+        "unknown: flooded"
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(4), &known),
+        None,
+        "another VNI does not know it"
+    );
+    // The trunk: VLAN 10 is VNI 100, VLAN 20 is VNI 200; untagged is refused.
+    assert_eq!(
+        switch.local_destination(&worker, port(9), &tagged(known.clone(), 10)),
+        Some(PortId(3))
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(9), &tagged(known.clone(), 20)),
+        None
+    );
+    assert_eq!(switch.local_destination(&worker, port(9), &known), None);
+    assert_eq!(
+        switch.local_destination(&worker, Ingress::Underlay, &known),
+        None
+    );
+    assert_eq!(
+        switch.local_destination(&worker, port(1), &known[..5]),
+        None
+    );
+}

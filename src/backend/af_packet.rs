@@ -2,7 +2,7 @@
 //! memory-mapped TPACKET_V2 transmit ring on an interface, as `packet(7)` and the kernel's
 //! `Documentation/networking/packet_mmap.rst` describe them.
 //!
-//! **Two sockets per port.** The receive socket ([`AfPacketRx`]) is bound to every protocol
+//! **Sockets of a port.** The receive socket ([`AfPacketRx`]) is bound to every protocol
 //! (`ETH_P_ALL`) and owns the RX ring; the transmit socket ([`AfPacketTx`]) is bound with
 //! protocol 0, so the kernel never queues received frames to it, and owns the TX ring. Each
 //! has the ring version that suits it: V3 for receiving (variable-size frames packed into
@@ -14,6 +14,12 @@
 //! - `PACKET_VNET_HDR` (RX, on by default): a virtio-net header in front of each frame says
 //!   which frames carry a partial checksum or are GSO super-frames (veth peers send both);
 //!   without it they are indistinguishable from ordinary frames ([`FrameMeta`]).
+//! - `PACKET_VNET_HDR` (TX, on by default): a virtio-net header in front of each frame sent.
+//!   For ordinary frames its `hdr_len` is the whole frame, so the kernel copies it rather
+//!   than reference the ring's page (faster for small frames: see BENCHMARKS.md); for a GSO
+//!   super-frame sent whole ([`TxQueue::send_offloaded`]) it asks the kernel to segment and
+//!   checksum. Super-frames exceed a ring slot, so they go through a third socket (no ring,
+//!   same options), one `sendmsg` each, after a flush of the ring to keep a flow's order.
 //! - `PACKET_RX_RING` / `PACKET_TX_RING` + `mmap`: frames without a copy to user space on
 //!   receive, and a whole batch per system call on transmit.
 //! - `PACKET_IGNORE_OUTGOING` (RX): frames this host sends on the interface (ours included)
@@ -91,6 +97,11 @@ pub struct AfPacketConfig {
     pub promiscuous: bool,
     /// Transmit around the queueing discipline.
     pub qdisc_bypass: bool,
+    /// Put a virtio-net header in front of each transmitted frame (`PACKET_VNET_HDR` on the
+    /// TX socket), with `hdr_len` the whole frame: the kernel then copies small frames into
+    /// the socket buffer instead of attaching ring pages to it (a page reference taken and
+    /// dropped per frame), and the header is there for frames that need offloads.
+    pub tx_vnet_header: bool,
 }
 
 impl AfPacketConfig {
@@ -107,6 +118,7 @@ impl AfPacketConfig {
             vnet_header: true,
             promiscuous: true,
             qdisc_bypass: true,
+            tx_vnet_header: true,
         }
     }
 }
@@ -719,6 +731,11 @@ pub struct AfPacketTx {
     /// The longest frame the interface takes (MTU + Ethernet + one VLAN tag) or the slot
     /// holds, whichever is less.
     max_frame: usize,
+    /// Bytes of virtio-net header in front of each frame (0 or 10).
+    vnet_len: usize,
+    /// A third socket, without a ring, for frames too large for a ring slot that the kernel
+    /// is to segment (GSO super-frames): one `sendmsg` each, after the ring's frames.
+    offload: Option<OwnedFd>,
     head: usize,
     pending: usize,
     stats: QueueStats,
@@ -753,6 +770,16 @@ impl AfPacketTx {
             )?;
             let on: libc::c_int = 1;
             set_option(fd, sol, libc::PACKET_LOSS, &on, "PACKET_LOSS", interface)?;
+            if config.tx_vnet_header {
+                set_option(
+                    fd,
+                    sol,
+                    libc::PACKET_VNET_HDR,
+                    &on,
+                    "PACKET_VNET_HDR",
+                    interface,
+                )?;
+            }
             let request = libc::tpacket_req {
                 tp_block_size: block_size,
                 tp_block_nr: block_count,
@@ -794,13 +821,37 @@ impl AfPacketTx {
             Ok(ring)
         })?;
         let mtu = interface_mtu(&fd, interface)?;
+        let offload = if config.tx_vnet_header {
+            let (fd, ()) = transmit_socket_with(config, |fd| {
+                let on: libc::c_int = 1;
+                let sol = libc::SOL_PACKET;
+                set_option(
+                    fd,
+                    sol,
+                    libc::PACKET_VNET_HDR,
+                    &on,
+                    "PACKET_VNET_HDR",
+                    interface,
+                )
+            })?;
+            Some(fd)
+        } else {
+            None
+        };
+        let vnet_len = if config.tx_vnet_header {
+            VNET_HEADER_LEN
+        } else {
+            0
+        };
         Ok(AfPacketTx {
             ring,
             fd,
             interface: String::from(interface),
             frame_size: frame_size as usize,
             frame_count: frame_count as usize,
-            max_frame: (mtu + 14 + 4).min(frame_size as usize - TX_DATA_OFFSET),
+            max_frame: (mtu + 14 + 4).min(frame_size as usize - TX_DATA_OFFSET - vnet_len),
+            vnet_len,
+            offload,
             head: 0,
             pending: 0,
             stats: QueueStats::default(),
@@ -821,10 +872,15 @@ impl AfPacketTx {
     pub fn capacity(&self) -> usize {
         self.frame_count
     }
-}
 
-impl TxQueue for AfPacketTx {
-    fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<bool> {
+    /// Copies one frame into the next ring slot behind the virtio-net header `vnet` (unused
+    /// without `tx_vnet_header`).
+    fn send_with_vnet(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        vnet: &[u8; VNET_HEADER_LEN],
+    ) -> io::Result<bool> {
         let len = header.len() + payload.len();
         if len > self.max_frame || len < 14 {
             self.stats.malformed += 1;
@@ -838,16 +894,20 @@ impl TxQueue for AfPacketTx {
             self.stats.dropped += 1;
             return Ok(false);
         }
+        let vnet = vnet.get(..self.vnet_len).unwrap_or(&[]);
         // SAFETY: the slot is ours (status AVAILABLE, or WRONG_FORMAT which the kernel no
-        // longer touches); `TX_DATA_OFFSET + len <= frame_size` (max_frame), so the copies stay
-        // inside it; the sources are distinct from the mapping.
+        // longer touches); `TX_DATA_OFFSET + vnet_len + len <= frame_size` (max_frame), so the
+        // copies stay inside it; the sources are distinct from the mapping.
         unsafe {
             let data = self.ring.base.add(slot + TX_DATA_OFFSET);
+            core::ptr::copy_nonoverlapping(vnet.as_ptr(), data, vnet.len());
+            let data = data.add(vnet.len());
             core::ptr::copy_nonoverlapping(header.as_ptr(), data, header.len());
             core::ptr::copy_nonoverlapping(payload.as_ptr(), data.add(header.len()), payload.len());
             let hdr = self.ring.base.add(slot).cast::<libc::tpacket2_hdr>();
-            core::ptr::addr_of_mut!((*hdr).tp_len).write(len as u32);
-            core::ptr::addr_of_mut!((*hdr).tp_snaplen).write(len as u32);
+            let tp_len = (vnet.len() + len) as u32;
+            core::ptr::addr_of_mut!((*hdr).tp_len).write(tp_len);
+            core::ptr::addr_of_mut!((*hdr).tp_snaplen).write(tp_len);
         }
         // The release store publishes the bytes above to the kernel with the status.
         status.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
@@ -856,6 +916,15 @@ impl TxQueue for AfPacketTx {
         self.stats.frames += 1;
         self.stats.bytes += len as u64;
         Ok(true)
+    }
+}
+
+impl TxQueue for AfPacketTx {
+    fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<bool> {
+        // No offload asked: flags 0, GSO none, and `hdr_len` the whole frame, which the kernel
+        // copies into the socket buffer's linear part (no ring page attached to it).
+        let vnet = FrameMeta::default().to_vnet_header(header.len() + payload.len());
+        self.send_with_vnet(header, payload, &vnet)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -887,6 +956,86 @@ impl TxQueue for AfPacketTx {
         }
         self.pending = 0;
         Ok(())
+    }
+
+    fn accepts_offloads(&self) -> bool {
+        self.offload.is_some()
+    }
+
+    fn send_offloaded(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        meta: &FrameMeta,
+    ) -> io::Result<bool> {
+        if meta.is_plain() {
+            return self.send(header, payload);
+        }
+        if self.vnet_len == 0 {
+            // No header to carry the offload: refused rather than sent with a partial
+            // checksum.
+            self.stats.malformed += 1;
+            return Ok(false);
+        }
+        let len = header.len() + payload.len();
+        if meta.gso.is_none() && len <= self.max_frame {
+            // A partial checksum only: through the ring like any frame, with the header
+            // asking the kernel to finish it.
+            return self.send_with_vnet(header, payload, &meta.to_vnet_header(len));
+        }
+        let Some(offload) = self.offload.as_ref().map(|fd| fd.as_raw_fd()) else {
+            self.stats.malformed += 1;
+            return Ok(false);
+        };
+        // Frames queued in the ring go first, so that a flow keeps its order.
+        match self.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let vnet = meta.to_vnet_header(len);
+        let mut parts = [
+            libc::iovec {
+                iov_base: vnet.as_ptr() as *mut libc::c_void,
+                iov_len: vnet.len(),
+            },
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+        let mut message: libc::msghdr = unsafe { core::mem::zeroed() };
+        message.msg_iov = parts.as_mut_ptr();
+        message.msg_iovlen = parts.len() as _;
+        // SAFETY: the message's three iovecs point to live buffers of the given lengths,
+        // which the kernel only reads (sendmsg).
+        let r = unsafe { libc::sendmsg(offload, &message, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    self.stats.dropped += 1;
+                    Ok(false)
+                }
+                Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
+                    // Offsets or sizes the kernel refuses.
+                    self.stats.malformed += 1;
+                    Ok(false)
+                }
+                _ => Err(io::Error::new(
+                    e.kind(),
+                    format!("AF_PACKET offloaded send on {}: {e}", self.interface),
+                )),
+            };
+        }
+        self.stats.frames += 1;
+        self.stats.bytes += len as u64;
+        Ok(true)
     }
 
     fn stats(&mut self) -> QueueStats {

@@ -7,6 +7,21 @@
 //! sender) while frames it received there are still borrowed. The worker loop
 //! ([`run_worker`], [`WorkerLoop`]) drives any mix of them: the in-memory port ([`memory`]) of the
 //! tests, AF_PACKET rings, and the io_uring underlay.
+//!
+//! **Offloads.** A Linux peer behind a veth sends with checksum offload and TSO on: small
+//! segments with partial checksums, TCP as GSO super-frames of up to 64 KB. A queue that
+//! knows (AF_PACKET with `PACKET_VNET_HDR`) says so per frame through
+//! [`RxQueue::recv_with_meta`] ([`FrameMeta`]). The worker loop completes partial checksums in
+//! place. A super-frame whose one destination is a local port whose queue takes offloads
+//! ([`TxQueue::accepts_offloads`], [`TxQueue::send_offloaded`]: AF_PACKET with a virtio-net
+//! header) goes there whole and the kernel segments it; any other (flooded, for the underlay,
+//! for a queue without offloads) is cut into segments with [`crate::gso`] before the switch
+//! sees it, so that every frame it forwards fits the MTU and carries whole checksums. UDP GSO
+//! frames that cannot go whole are dropped and counted. Handing a super-frame to the kernel
+//! encapsulated is not possible on AF_PACKET: on Linux 6.18 a TX socket refuses the UDP-tunnel
+//! GSO types (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4` with a 10- or 12-byte header: `EINVAL`;
+//! `PACKET_VNET_HDR_SZ` refuses the 20-byte tunnel header), and `TCPV4` on the outer frame is
+//! refused as well.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -87,6 +102,29 @@ pub trait TxQueue: Send {
 
     /// Hands the queued frames to the kernel (one system call for the batch, or none).
     fn flush(&mut self) -> io::Result<()>;
+
+    /// True if [`TxQueue::send_offloaded`] hands offloads on to the kernel (AF_PACKET with a
+    /// virtio-net header): a GSO super-frame may then be sent whole. Default: no.
+    fn accepts_offloads(&self) -> bool {
+        false
+    }
+
+    /// Queues one frame, `header` then `payload`, whose checksum or segmentation the kernel
+    /// is to finish as `meta` says (offsets from the start of `header`). Queues that do not
+    /// accept offloads send plain frames as [`TxQueue::send`] and refuse the others
+    /// (`Ok(false)`, counted in [`QueueStats::malformed`] by the queues that count).
+    fn send_offloaded(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        meta: &FrameMeta,
+    ) -> io::Result<bool> {
+        if meta.is_plain() {
+            self.send(header, payload)
+        } else {
+            Ok(false)
+        }
+    }
 
     /// Counters so far.
     fn stats(&mut self) -> QueueStats;

@@ -73,6 +73,52 @@ impl FrameMeta {
     pub fn is_plain(&self) -> bool {
         self.partial_checksum.is_none() && self.gso.is_none()
     }
+
+    /// The metadata of the same bytes at `to` instead of `from` (offsets move by `to - from`):
+    /// for a frame the switch sends as a new header then a range of the received frame.
+    /// `None` if an offset would fall before the start of the frame or overflow.
+    pub fn moved(&self, from: usize, to: usize) -> Option<FrameMeta> {
+        let shift = |offset: u16| -> Option<u16> {
+            let offset = usize::from(offset).checked_sub(from)?.checked_add(to)?;
+            u16::try_from(offset).ok()
+        };
+        let mut meta = *self;
+        if let Some(partial) = meta.partial_checksum.as_mut() {
+            partial.start = shift(partial.start)?;
+        }
+        if let Some(gso) = meta.gso.as_mut() {
+            gso.header_len = shift(gso.header_len)?;
+        }
+        Some(meta)
+    }
+
+    /// The virtio-net header that asks the kernel for these offloads (the inverse of
+    /// [`FrameMeta::from_vnet_header`]); `hdr_len` is `frame_len` without GSO (the kernel
+    /// then copies the frame rather than reference the buffer's page).
+    pub fn to_vnet_header(&self, frame_len: usize) -> [u8; VNET_HEADER_LEN] {
+        let mut header = [0u8; VNET_HEADER_LEN];
+        let header_len = match self.gso {
+            Some(gso) => {
+                header[1] = match gso.kind {
+                    GsoKind::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
+                    GsoKind::TcpV6 => VIRTIO_NET_HDR_GSO_TCPV6,
+                    GsoKind::Udp => VIRTIO_NET_HDR_GSO_UDP,
+                    GsoKind::UdpL4 => VIRTIO_NET_HDR_GSO_UDP_L4,
+                    GsoKind::Other(other) => other,
+                } | if gso.ecn { VIRTIO_NET_HDR_GSO_ECN } else { 0 };
+                header[4..6].copy_from_slice(&gso.segment_size.to_le_bytes());
+                gso.header_len
+            }
+            None => u16::try_from(frame_len).unwrap_or(u16::MAX),
+        };
+        header[2..4].copy_from_slice(&header_len.to_le_bytes());
+        if let Some(partial) = self.partial_checksum {
+            header[0] |= VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            header[6..8].copy_from_slice(&partial.start.to_le_bytes());
+            header[8..10].copy_from_slice(&partial.offset.to_le_bytes());
+        }
+        header
+    }
 }
 
 /// A checksum left for the sender to finish (`CHECKSUM_PARTIAL`): the field at
@@ -171,6 +217,31 @@ mod test {
         );
         assert!(!meta.checksum_valid);
         assert!(!meta.is_plain());
+    }
+
+    #[test]
+    fn vnet_headers_round_trip_and_move() {
+        let header = [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0];
+        let meta = FrameMeta::from_vnet_header(&header).unwrap();
+        assert_eq!(meta.to_vnet_header(9000), header);
+        // The same bytes behind a 50-byte header instead of 0..: offsets 50 further.
+        let moved = meta.moved(0, 50).unwrap();
+        assert_eq!(
+            moved.to_vnet_header(0),
+            [1, 1, 116, 0, 0xa8, 0x05, 84, 0, 16, 0]
+        );
+        // A trunk tag taken out (payload from byte 4 of the received frame, after a
+        // 16-byte header of MACs and tag): +12.
+        assert_eq!(
+            meta.moved(4, 16).unwrap().partial_checksum.unwrap().start,
+            46
+        );
+        assert_eq!(meta.moved(40, 0), None, "checksum start before the payload");
+        // Plain: hdr_len is the frame.
+        assert_eq!(
+            FrameMeta::default().to_vnet_header(64),
+            [0, 0, 64, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::vec::Vec;
 
 use super::{recycle, FrameMeta, RxQueue, TxQueue};
-use crate::switch::{Egress, Ingress, Output, Received, Switch, Worker};
+use crate::switch::{Egress, Ingress, Output, Payload, Received, Switch, Worker};
 use crate::time::{Duration, Instant};
 
 /// How a [`WorkerLoop`] batches, sleeps and runs timers.
@@ -74,6 +74,9 @@ pub struct LoopStats {
     pub gso_frames: u64,
     /// Segments cut from them (TCP over IPv4 and IPv6, in software: [`crate::gso`]).
     pub gso_segments: u64,
+    /// Super-frames sent whole, for the kernel to segment: their one destination was a
+    /// local port whose queue accepts offloads ([`TxQueue::accepts_offloads`]).
+    pub gso_whole: u64,
     /// GSO super-frames dropped: not TCP (UDP GSO, unknown types), headers the segmenter
     /// refuses, or beyond [`LoopConfig::gso_scratch_limit`]. Sending one as it is would put a
     /// frame far above the MTU, with a partial checksum, on the next link.
@@ -139,6 +142,8 @@ pub struct WorkerLoop<'s> {
     spare: Vec<Received<'static>>,
     /// Segments of this batch's GSO frames.
     gso_scratch: Vec<u8>,
+    /// Offload metadata of the batch's frames, by index, when some frame goes whole.
+    offload_metas: Vec<FrameMeta>,
     pollfds: Vec<libc::pollfd>,
     first_rx: usize,
     next_timer: Option<Instant>,
@@ -212,6 +217,7 @@ impl<'s> WorkerLoop<'s> {
             batch: Vec::with_capacity(batch_size),
             spare: Vec::new(),
             gso_scratch: Vec::new(),
+            offload_metas: Vec::new(),
             pollfds: Vec::new(),
             first_rx: 0,
             next_timer: None,
@@ -298,6 +304,7 @@ impl<'s> WorkerLoop<'s> {
             stats,
             gso_scratch,
             spare,
+            offload_metas,
             ..
         } = self;
         let mut frames = recycle(core::mem::take(frames));
@@ -327,25 +334,52 @@ impl<'s> WorkerLoop<'s> {
         let count = batch.len();
         stats.received += count as u64;
 
-        // Offloads: partial checksums finished in place, TCP super-frames cut into segments.
+        // Offloads: partial checksums finished in place; a TCP super-frame goes whole to a
+        // local port that takes offloads, or is cut into segments.
+        offload_metas.clear();
         if metas.iter().any(|m| !m.is_plain()) {
             let mut prepared = recycle_batch(core::mem::take(spare));
+            let whole = |received: &Received<'_>| {
+                switch
+                    .local_destination(worker, received.ingress, received.frame)
+                    .is_some_and(|to| {
+                        tx.iter()
+                            .any(|t| t.egress == Egress::Port(to) && t.queue.accepts_offloads())
+                    })
+            };
             prepare_offloads(
                 &mut batch,
                 metas,
                 &mut prepared,
+                offload_metas,
                 gso_scratch,
                 config.gso_scratch_limit,
                 stats,
+                whole,
             );
             *spare = recycle_batch(core::mem::replace(&mut batch, prepared));
+            if offload_metas.iter().all(FrameMeta::is_plain) {
+                offload_metas.clear();
+            }
         }
 
         if !batch.is_empty() {
             switch.process(worker, &mut batch, now, output);
             for action in &output.actions {
                 let (header, payload) = output.parts(action, &batch);
-                transmit(tx, stats, action.egress, header, payload);
+                let offload = match &action.payload {
+                    Payload::Received { index, range } => offload_metas
+                        .get(*index)
+                        .filter(|m| !m.is_plain())
+                        .map(|m| m.moved(range.start, header.len())),
+                    Payload::Generated(_) => None,
+                };
+                match offload {
+                    None => transmit(tx, stats, action.egress, header, payload),
+                    Some(meta) => {
+                        transmit_offloaded(tx, stats, action.egress, header, payload, meta)
+                    }
+                }
             }
         }
         flush(tx, stats);
@@ -455,6 +489,8 @@ fn transmit(
 #[derive(Debug, Clone, Copy)]
 enum Plan {
     Keep,
+    /// A super-frame that goes on whole, with its metadata.
+    Whole,
     Drop,
     /// Replaced by this many segments, next in `gso_scratch`.
     Segments(usize),
@@ -463,13 +499,16 @@ enum Plan {
 /// Completes partial checksums in place and cuts TCP super-frames into segments (written
 /// one after the other into `scratch`), rebuilding the batch into `prepared` in the original
 /// order (a flow's segments stay where its super-frame was).
+#[allow(clippy::too_many_arguments)]
 fn prepare_offloads<'a>(
     batch: &mut Vec<Received<'a>>,
     metas: &[FrameMeta],
     prepared: &mut Vec<Received<'a>>,
+    prepared_metas: &mut Vec<FrameMeta>,
     scratch: &'a mut Vec<u8>,
     scratch_limit: usize,
     stats: &mut LoopStats,
+    whole: impl Fn(&Received<'_>) -> bool,
 ) {
     scratch.clear();
     let mut lengths: Vec<usize> = Vec::new();
@@ -481,6 +520,14 @@ fn prepare_offloads<'a>(
     ) {
         let plan = if let Some(gso) = meta.gso {
             stats.gso_frames += 1;
+            let kernel_segments = matches!(
+                gso.kind,
+                super::GsoKind::TcpV4 | super::GsoKind::TcpV6 | super::GsoKind::UdpL4
+            );
+            if kernel_segments && whole(received) {
+                plans.push(Plan::Whole);
+                continue;
+            }
             segment(received.frame, gso, scratch, scratch_limit, &mut lengths)
                 .map(|count| {
                     stats.gso_segments += count as u64;
@@ -505,9 +552,18 @@ fn prepare_offloads<'a>(
     }
     let mut rest: &'a mut [u8] = scratch.as_mut_slice();
     let mut lengths = lengths.into_iter();
+    let mut metas = metas.iter().copied();
     for (received, plan) in batch.drain(..).zip(plans) {
+        let meta = metas.next().unwrap_or_default();
         match plan {
-            Plan::Keep => prepared.push(received),
+            Plan::Keep => {
+                prepared.push(received);
+                prepared_metas.push(FrameMeta::default());
+            }
+            Plan::Whole => {
+                prepared.push(received);
+                prepared_metas.push(meta);
+            }
             Plan::Drop => {}
             Plan::Segments(count) => {
                 for len in lengths.by_ref().take(count) {
@@ -519,6 +575,7 @@ fn prepare_offloads<'a>(
                         ingress: received.ingress,
                         frame: segment,
                     });
+                    prepared_metas.push(FrameMeta::default());
                 }
             }
         }
@@ -562,6 +619,33 @@ fn segment(
     }
     scratch.truncate(at);
     Some(count)
+}
+
+/// Sends a frame with offloads for the kernel (a super-frame going whole); `meta` is `None`
+/// if its offsets did not survive the switch's rewrite. Refused: counted as a GSO drop.
+fn transmit_offloaded(
+    tx: &mut [TxSlot],
+    stats: &mut LoopStats,
+    egress: Egress,
+    header: &[u8],
+    payload: &[u8],
+    meta: Option<FrameMeta>,
+) {
+    let (Some(slot), Some(meta)) = (tx.iter_mut().find(|t| t.egress == egress), meta) else {
+        stats.gso_dropped += 1;
+        return;
+    };
+    slot.dirty = true;
+    match slot.queue.send_offloaded(header, payload, &meta) {
+        Ok(true) => {
+            stats.sent += 1;
+            if meta.gso.is_some() {
+                stats.gso_whole += 1;
+            }
+        }
+        Ok(false) => stats.gso_dropped += 1,
+        Err(_) => stats.tx_errors += 1,
+    }
 }
 
 /// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
@@ -1103,6 +1187,116 @@ mod test {
             (1, 4, 0)
         );
         assert_eq!(lp.worker().counters.received, 5);
+    }
+
+    /// Frames and their metadata, as an offloading queue was given them.
+    type SentWithMeta = Arc<std::sync::Mutex<Vec<(Vec<u8>, FrameMeta)>>>;
+
+    /// A transmit queue that takes offloads and records what it is given.
+    struct OffloadTx {
+        sent: SentWithMeta,
+    }
+
+    impl TxQueue for OffloadTx {
+        fn send(&mut self, header: &[u8], payload: &[u8]) -> std::io::Result<bool> {
+            self.send_offloaded(header, payload, &FrameMeta::default())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn accepts_offloads(&self) -> bool {
+            true
+        }
+
+        fn send_offloaded(
+            &mut self,
+            header: &[u8],
+            payload: &[u8],
+            meta: &FrameMeta,
+        ) -> std::io::Result<bool> {
+            let frame = [header, payload].concat();
+            self.sent.lock().unwrap().push((frame, *meta));
+            Ok(true)
+        }
+
+        fn stats(&mut self) -> QueueStats {
+            QueueStats::default()
+        }
+    }
+
+    #[test]
+    fn a_super_frame_for_a_port_that_takes_offloads_goes_whole() {
+        let switch = switch();
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut super_frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+            .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 501)
+            .write(&mut super_frame, &payload)
+            .unwrap();
+        let gso = FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: 34,
+                offset: 16,
+            }),
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                ecn: false,
+                segment_size: 1400, // segments + VXLAN fit the underlay's 1500
+                header_len: 54,
+            }),
+            ..FrameMeta::default()
+        };
+        let rx = OffloadRx {
+            frames: vec![(super_frame.clone(), gso), (super_frame.clone(), gso)],
+            held: Vec::new(),
+        };
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to_two, from_two) = (Frames::new(), Frames::new());
+        let p1 = Port::new(
+            Ingress::Port(PortId(1)),
+            Box::new(rx),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        );
+        let p2 = Port::new(
+            Ingress::Port(PortId(2)),
+            Box::new(MemoryRx::new(to_two.clone())),
+            Box::new(OffloadTx {
+                sent: Arc::clone(&sent),
+            }),
+        );
+        let (pu, underlay) = memory_port(Ingress::Underlay);
+        let config = LoopConfig {
+            batch_size: 1,
+            ..LoopConfig::default()
+        };
+        let mut lp = WorkerLoop::new(&switch, switch.worker(), vec![p1, p2, pu], config);
+        let _ = from_two;
+
+        // mac(2) unknown: the first super-frame is flooded (port 2 and the remote VTEP), so
+        // it is cut into segments, which fit the underlay's MTU.
+        assert_eq!(lp.step(Instant::from_secs(1)), 1);
+        assert_eq!(sent.lock().unwrap().len(), 4);
+        assert_eq!(underlay.from_switch.len(), 4);
+        // mac(2) learned on port 2; the second goes there whole, offloads and all.
+        to_two.push(frame(mac(1), mac(2)));
+        while lp.step(Instant::from_secs(1)) > 0 {}
+        let sent = sent.lock().unwrap();
+        let (whole, meta) = sent.last().unwrap();
+        assert_eq!(whole, &super_frame);
+        assert_eq!(meta, &gso);
+        assert_eq!(
+            underlay.from_switch.len(),
+            4,
+            "nothing more to the underlay"
+        );
+        let stats = lp.stats();
+        assert_eq!(stats.gso_frames, 2);
+        assert_eq!(stats.gso_whole, 1);
+        assert_eq!(stats.gso_segments, 4);
+        assert_eq!(stats.gso_dropped, 0);
     }
 
     #[test]

@@ -680,6 +680,47 @@ impl Switch {
         answered
     }
 
+    /// The one local port a frame from `ingress` goes to, if that is known before switching
+    /// it: a unicast destination learned (or static) on another local port of the frame's
+    /// VNI. A backend asks this of a GSO super-frame, which it may then hand to that port
+    /// whole for the kernel to segment, instead of cutting it first (a frame for the
+    /// underlay, or flooded, must fit the MTU before [`Switch::process`]). `process` still
+    /// decides: the table can change in between, and port security may refuse the frame.
+    pub fn local_destination(
+        &self,
+        worker: &Worker,
+        ingress: Ingress,
+        frame: &[u8],
+    ) -> Option<PortId> {
+        let Ingress::Port(port) = ingress else {
+            return None;
+        };
+        let state = &worker.state;
+        let vni = match &state.ports.get(&port)?.mode {
+            PortMode::Access(vni) => *vni,
+            PortMode::Trunk(map) => {
+                let &[t0, t1, v0, v1] = frame.get(12..16)? else {
+                    return None;
+                };
+                if u16::from_be_bytes([t0, t1]) != ethertype::VLAN {
+                    return None;
+                }
+                let vid = u16::from_be_bytes([v0, v1]) & 0x0FFF;
+                map.iter().find(|&&(v, _)| v == vid)?.1
+            }
+        };
+        state.vnis.get(&vni)?;
+        // The destination MAC leads the frame, tagged or not.
+        let dst = frame.get(..6)?;
+        if dst.first()? & 1 != 0 {
+            return None; // broadcast, multicast: flooded
+        }
+        match self.fdb.lookup(vni, EthernetAddress::from_bytes(dst))? {
+            Destination::Port(to) if to != port && state.ports.get(&to).is_some() => Some(to),
+            _ => None,
+        }
+    }
+
     /// A worker for one thread.
     pub fn worker(&self) -> Worker {
         let generation = self.generation.load(Ordering::Acquire);
@@ -777,13 +818,9 @@ impl Switch {
                     continue;
                 }
                 let at = if meta_key { 6 } else { 0 };
-                let Some(mac) = received
-                    .frame
-                    .get(meta.inner.start + at..meta.inner.start + at + 6)
-                else {
+                let Some(mac) = mac_at(received.frame, meta.inner.start + at) else {
                     continue;
                 };
-                let mac = EthernetAddress::from_bytes(mac);
                 if mac.is_unicast() {
                     keys.push((meta.vni, mac));
                 }
@@ -795,14 +832,10 @@ impl Switch {
             if meta.verdict != Verdict::Pending {
                 continue;
             }
-            let Some(src) = received
-                .frame
-                .get(meta.inner.start + 6..meta.inner.start + 12)
-            else {
+            let Some(src) = mac_at(received.frame, meta.inner.start + 6) else {
                 meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
                 continue;
             };
-            let src = EthernetAddress::from_bytes(src);
             match self.fdb.learn(meta.vni, src, meta.from, now) {
                 Learn::Dropped(reason) => meta.verdict = Verdict::Dropped(reason),
                 Learn::Refused(reason) => counters.learn_refused.record(reason),
@@ -897,11 +930,10 @@ impl Switch {
             Destination::Port(port) => Some(port),
             Destination::Vtep(_) => None,
         };
-        let Some(dst) = frame.get(..6) else {
+        let Some(dst) = mac_at(frame, 0) else {
             meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
             return;
         };
-        let dst = EthernetAddress::from_bytes(dst);
         let mut sent = 0usize;
         let mut last_error = DropReason::NoDestination;
         let known = if dst.is_unicast() {
@@ -1533,6 +1565,14 @@ fn check_source(security: &PortSecurity, frame: &[u8]) -> Result<(), DropReason>
     } else {
         Err(DropReason::SpoofedSourceIp)
     }
+}
+
+/// The MAC at `at` in `frame`, if the frame holds six bytes there (smoltcp's `from_bytes`
+/// is not inlined across crates, and panics on a short slice).
+#[inline(always)]
+fn mac_at(frame: &[u8], at: usize) -> Option<EthernetAddress> {
+    let bytes: [u8; 6] = frame.get(at..at.checked_add(6)?)?.try_into().ok()?;
+    Some(EthernetAddress(bytes))
 }
 
 fn is_tagged(frame: &[u8]) -> bool {
