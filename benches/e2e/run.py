@@ -819,6 +819,9 @@ def machine():
     try:
         commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
+        if subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                          capture_output=True, text=True).stdout.strip():
+            commit += " (with uncommitted changes)"
     except OSError:
         commit = ""
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
