@@ -181,14 +181,18 @@ class Topology:
         return p
 
     def stop(self, p, sig=signal.SIGTERM, timeout=5):
+        """Stops one process we started; returns a note when it did not stop cleanly."""
         if p.poll() is not None:
-            return
+            return None
         try:
             if getattr(p, "group", False):
                 os.killpg(p.pid, sig)
             else:
                 p.send_signal(sig)
             p.wait(timeout=timeout)
+            if p.returncode not in (0, -sig, 128 + sig) and sig != signal.SIGINT:
+                return f"{p.tag} exited {p.returncode} on {signal.Signals(sig).name}"
+            return None
         except (subprocess.TimeoutExpired, ProcessLookupError):
             try:
                 if getattr(p, "group", False):
@@ -198,14 +202,19 @@ class Topology:
                 p.wait(timeout=5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+            return f"{p.tag} did not stop within {timeout} s of {signal.Signals(sig).name}: killed"
 
     def teardown(self):
+        notes = []
         for name, p in reversed(self.procs):
-            self.stop(p)
+            note = self.stop(p)
+            if note and name.startswith(("vswitch", "ovs")):  # iperf3 -s exits 1 on SIGTERM
+                notes.append(note)
         self.procs = []
         for ns in reversed(self.created):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.created = []
+        return notes
 
     def counters(self, side):
         out = run(["ip", "-n", self.pod(side), "-s", "-j", "link", "show", "dev", "eth0"])
@@ -713,7 +722,8 @@ def bench_contender(index, name, opts, work):
         except Exception:  # noqa: BLE001 - diagnostics are best effort
             pass
     finally:
-        topo.teardown()
+        for note in topo.teardown():
+            res["errors"].append(f"teardown: {note}")
     res["summary"] = summarize(res["reps"])
     if res["status"] == "ok" and not res["reps"]:
         res["status"] = "failed: no repetition completed"
