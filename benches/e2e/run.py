@@ -866,6 +866,8 @@ def ensure_tools(names, install):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y"] + missing, check=True, env=env)
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"e2e: {' '.join(e.cmd)} failed ({e.returncode}); install by hand: {cmd}")
     finally:
         if ours:
             os.unlink(policy)
@@ -880,8 +882,10 @@ def build_vswitch(opts):
         log("cargo not found: using the existing vswitch binary as it is")
         return
     log("cargo build --release --features af-packet,io-uring --example vswitch")
-    subprocess.run([cargo, "build", "--release", "--features", "af-packet,io-uring", "--example",
-                    "vswitch"], cwd=ROOT, check=True)
+    r = subprocess.run([cargo, "build", "--release", "--features", "af-packet,io-uring",
+                        "--example", "vswitch"], cwd=ROOT)
+    if r.returncode != 0:
+        sys.exit("e2e: cargo build failed (above); fix it or pass --no-build --vswitch PATH")
 
 
 def main():
