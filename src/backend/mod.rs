@@ -12,6 +12,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::vec::Vec;
 
+#[cfg(feature = "io-uring")]
+pub mod io_uring;
 pub mod memory;
 
 /// Counters of one queue, as the backend and the kernel report them.
