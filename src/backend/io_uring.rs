@@ -122,12 +122,6 @@ const CONTROL_LEN: usize = 3 * CMSG_SPACE_4;
 const HEADROOM: usize = RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN;
 const _: () = assert!(HEADROOM >= OUTER_V6);
 
-/// `SO_RXQ_OVFL` (x86, arm and most architectures; absent from the libc crate for Linux).
-const SO_RXQ_OVFL: libc::c_int = 40;
-/// `SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`: buffer sizes beyond `rmem_max` for CAP_NET_ADMIN.
-const SO_SNDBUFFORCE: libc::c_int = 32;
-const SO_RCVBUFFORCE: libc::c_int = 33;
-
 /// The most segments Linux accepts in one UDP GSO send (`UDP_MAX_SEGMENTS`).
 const GSO_MAX_SEGMENTS: u16 = 64;
 /// The most bytes in one UDP GSO send: below the 64 KiB IP packet limit with headers.
@@ -427,17 +421,17 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
         )
         .map_err(socket_error("IP_MTU_DISCOVER"))?;
     }
-    set_int_option(&socket, libc::SOL_SOCKET, SO_RXQ_OVFL, 1)
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
         .map_err(socket_error("SO_RXQ_OVFL"))?;
     let size = libc::c_int::try_from(config.socket_buffer).unwrap_or(libc::c_int::MAX);
     // The forced sizes need CAP_NET_ADMIN; without it, the ordinary ones (capped by
     // net.core.rmem_max / wmem_max) are what there is.
-    if set_int_option(&socket, libc::SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
+    if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
         socket
             .set_recv_buffer_size(config.socket_buffer)
             .map_err(socket_error("SO_RCVBUF"))?;
     }
-    if set_int_option(&socket, libc::SOL_SOCKET, SO_SNDBUFFORCE, size).is_err() {
+    if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
         socket
             .set_send_buffer_size(config.socket_buffer)
             .map_err(socket_error("SO_SNDBUF"))?;
@@ -615,6 +609,8 @@ pub struct UringRx {
     errors: u64,
     /// Times the multishot request ended because the buffer ring was empty.
     ring_exhausted: u64,
+    /// Completions that carried several coalesced datagrams (`UDP_GRO`).
+    coalesced: u64,
 }
 
 // SAFETY: the raw pointers (the mappings, the msghdr's null name and control pointers) are
@@ -685,6 +681,7 @@ impl UringRx {
             stats: QueueStats::default(),
             errors: 0,
             ring_exhausted: 0,
+            coalesced: 0,
         };
         rx.arm().map_err(|source| UringError::Unavailable {
             operation: "io_uring_enter (RECVMSG multishot)",
@@ -740,6 +737,12 @@ impl UringRx {
         self.ring_exhausted
     }
 
+    /// Completions that carried several coalesced datagrams (`UDP_GRO`), each split into
+    /// frames.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced
+    }
+
     /// Receive completions with an error other than an exhausted buffer ring.
     pub fn errors(&self) -> u64 {
         self.errors
@@ -784,7 +787,7 @@ fn parse_received(buffer: &[u8], msghdr: &libc::msghdr) -> Option<Received> {
             (libc::IPPROTO_IP, libc::IP_TOS) => received.tos = *data.first()?,
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => received.tos = int()? as u8,
             (libc::SOL_UDP, libc::UDP_GRO) => received.segment = usize::try_from(int()?).ok(),
-            (libc::SOL_SOCKET, SO_RXQ_OVFL) => received.drops = Some(int()? as u32),
+            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => received.drops = Some(int()? as u32),
             _ => {}
         }
         control = control.get(len.next_multiple_of(8)..).unwrap_or(&[]);
@@ -989,6 +992,7 @@ impl RxQueue for UringRx {
             stats,
             errors,
             ring_exhausted,
+            coalesced,
             ..
         } = self;
         let synth = Synth {
@@ -1061,7 +1065,10 @@ impl RxQueue for UringRx {
             let header_len = outer_len(&received.source);
             let end = HEADROOM + received.len;
             let first_len = match received.segment {
-                Some(segment) if segment > 0 && segment < received.len => segment,
+                Some(segment) if segment > 0 && segment < received.len => {
+                    *coalesced += 1;
+                    segment
+                }
                 _ => received.len,
             };
             // The first (or only) datagram in place, its headers over the read-out metadata.
