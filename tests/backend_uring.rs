@@ -589,3 +589,23 @@ fn kernel_vxlan_device_on_the_port_is_refused() {
     .unwrap();
     assert!(ip(&["-n", &lab.a, "link", "set", "vx0", "up"]).is_err());
 }
+
+/// Dropping both halves frees the port at once (the rings' registered file is released with
+/// them, not whenever the asynchronous ring teardown runs): the underlay can be reopened.
+#[test]
+fn reopen_after_drop() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("reopen");
+    let local = SocketAddr::new(IpAddr::V4(A_V4), PORT);
+    for _ in 0..3 {
+        let (mut rx, tx) = open_in(&lab.a, UringConfig::new(local)).expect("open");
+        // With the multishot receive armed (and a datagram taken) when dropped.
+        let peer = plain_socket_in(&lab.b, SocketAddr::new(IpAddr::V4(B_V4), 0));
+        peer.send_to(&[0x08, 0, 0, 0, 0, 0, 1, 0], local).unwrap();
+        let got = receive(&mut rx, 1, Duration::from_secs(5), |_| {});
+        assert_eq!(got, 1);
+        drop((rx, tx));
+    }
+}

@@ -1141,8 +1141,18 @@ impl RxQueue for UringRx {
 
 impl Drop for UringRx {
     fn drop(&mut self) {
-        // Stop the multishot receive before the buffers are unmapped: the kernel must not
-        // write into them afterwards. Cancel it and wait (bounded) for its last completion.
+        self.stop_receiving();
+        // The ring's teardown is asynchronous, and its file table holds a reference to the
+        // socket: unregistered here, the port is free as soon as the socket is closed, not
+        // whenever the teardown gets to it.
+        let _ = self.ring.submitter().unregister_files();
+    }
+}
+
+impl UringRx {
+    /// Cancels the multishot receive and waits (bounded) for its last completion, so that
+    /// the kernel writes no more into the buffers, which are unmapped next.
+    fn stop_receiving(&mut self) {
         if !self.armed {
             return;
         }
@@ -1286,6 +1296,14 @@ impl fmt::Debug for UringTx {
             .field("gso", &self.gso)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for UringTx {
+    fn drop(&mut self) {
+        // As for the receiving half: free the port when the socket closes. No request is in
+        // flight: `flush` waits for all of its completions.
+        let _ = self.ring.submitter().unregister_files();
     }
 }
 
