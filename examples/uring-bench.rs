@@ -3,7 +3,7 @@
 //! second, with and without UDP GSO/GRO, a few repetitions, medians and ratios.
 //!
 //! ```text
-//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5]
+//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX]
 //! ```
 //!
 //! It creates two network namespaces (`sy-ubench-PID-a`, `-b`) joined by a veth pair with
@@ -361,6 +361,8 @@ mod bench {
                     let mut config = UringConfig::new(local);
                     if contender == Rx::UringGro {
                         config = config.with_offloads();
+                    } else {
+                        config.rx_buffers = arg("--rx-buffers", 4096.0) as u16;
                     }
                     let (mut rx, _tx) = open(&config).expect("open the underlay");
                     let mut spare: Vec<&'static mut [u8]> = Vec::with_capacity(256);
@@ -431,6 +433,9 @@ mod bench {
     }
 
     fn median(values: &mut [f64]) -> f64 {
+        if values.is_empty() {
+            return f64::NAN;
+        }
         values.sort_by(f64::total_cmp);
         let n = values.len();
         if n % 2 == 1 {
@@ -457,6 +462,11 @@ mod bench {
         }
         let reps = arg("--reps", 5.0) as usize;
         let secs = arg("--secs", 1.5);
+        // Only the cases whose name contains this (all by default).
+        let filter = std::env::args()
+            .skip_while(|a| a != "--filter")
+            .nth(1)
+            .unwrap_or_default();
         let lab = Lab::new();
         println!(
             "uring-bench: {PAYLOAD}-byte UDP payloads over veth, {reps} repetitions of {secs} s, \
@@ -510,6 +520,9 @@ mod bench {
         // hit all of them.
         for rep in 0..reps {
             for (i, (name, contender, peer_gso, veth_gro, _)) in rx_cases.iter().enumerate() {
+                if !name.contains(&filter) {
+                    continue;
+                }
                 let gro = if *veth_gro { "on" } else { "off" };
                 ip_netns_exec(&lab.a, &["ethtool", "-K", "ubench-a", "gro", gro]);
                 let (mpps, offered) = rx_trial(&lab, secs, *contender, *peer_gso);
@@ -518,6 +531,9 @@ mod bench {
                 rx_offered[i].push(offered);
             }
             for (i, (name, contender)) in tx_cases.iter().enumerate() {
+                if !name.contains(&filter) {
+                    continue;
+                }
                 let (mpps, sent) = tx_trial(&lab, secs, *contender);
                 eprintln!("rep {rep}: {name} {mpps:.3} Mpps (sent {sent:.3})");
                 tx_results[i].push(mpps);

@@ -302,8 +302,15 @@ fn both_directions(tag: &str, a: IpAddr, b: IpAddr) {
     let vni = Vni::new(77).unwrap();
     let icmp_before = icmp_dest_unreachables_sent(&lab.a);
 
-    // B -> A: the peer sends VXLAN datagrams; A's frames decapsulate with the peer as the
-    // outer source, the VNI and the inner frame it sent.
+    // B -> A: the peer sends VXLAN datagrams, ECT(0) in the outer header; A's frames
+    // decapsulate with the peer as the outer source, the VNI and the inner frame it sent, and
+    // the outer ECN field it sent.
+    let ect0 = 0b10;
+    let peer_ref = socket2::SockRef::from(&peer);
+    match b {
+        IpAddr::V4(_) => peer_ref.set_tos_v4(ect0).unwrap(),
+        IpAddr::V6(_) => peer_ref.set_tclass_v6(ect0).unwrap(),
+    }
     let from_b = template(b, a, vni);
     let count = 200;
     for sequence in 0..count {
@@ -317,6 +324,7 @@ fn both_directions(tag: &str, a: IpAddr, b: IpAddr) {
         assert_eq!(d.outer.src(), b);
         assert_eq!(d.outer.dst(), a);
         assert_eq!(d.udp_src_port, PORT);
+        assert_eq!(u32::from(d.outer_tos), ect0);
         let inner = d.inner_frame(frame);
         assert_eq!(inner, &inner_frame(sequence_of(inner))[..]);
         assert!(seen.insert(sequence_of(inner)));
@@ -608,4 +616,36 @@ fn reopen_after_drop() {
         assert_eq!(got, 1);
         drop((rx, tx));
     }
+}
+
+/// Datagrams the kernel drops at the socket (a full receive buffer behind a full buffer
+/// ring) are counted: received + dropped = sent.
+#[test]
+fn socket_drops_are_counted() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("drops");
+    let local = SocketAddr::new(IpAddr::V4(A_V4), PORT);
+    let mut config = UringConfig::new(local);
+    config.rx_buffers = 16;
+    config.socket_buffer = 4096; // The kernel's minimum is a few datagrams.
+    let (mut rx, _tx) = open_in(&lab.a, config).expect("open");
+    let peer = plain_socket_in(&lab.b, SocketAddr::new(IpAddr::V4(B_V4), 0));
+    let sent = 2000;
+    let (_, datagram) = encapsulate(
+        &template(IpAddr::V4(B_V4), IpAddr::V4(A_V4), Vni::new(3).unwrap()),
+        &inner_frame(0),
+    );
+    for _ in 0..sent {
+        peer.send_to(&datagram, local).unwrap();
+    }
+    let got = receive(&mut rx, sent, Duration::from_secs(2), |_| {});
+    let stats = rx.stats();
+    eprintln!("sent {sent}, received {got}, dropped {}", stats.dropped);
+    assert!(
+        stats.dropped > 0,
+        "nothing dropped: the test overflowed nothing"
+    );
+    assert_eq!(got as u64 + stats.dropped, sent as u64);
 }

@@ -9,8 +9,8 @@
 //! takes and gives only the UDP payload (the VXLAN header and the inner frame). So:
 //!
 //! - [`UringRx`] has the kernel write each datagram into a provided buffer behind the
-//!   `io_uring_recvmsg_out` header, the sender's address and the control messages (116 bytes
-//!   in all), then writes synthetic outer Ethernet, IP and UDP headers over those 116 bytes,
+//!   `io_uring_recvmsg_out` header, the sender's address and the control messages (92 bytes
+//!   in all), then writes synthetic outer Ethernet, IP and UDP headers over those 92 bytes,
 //!   right in front of the payload, once it has read them: no copy. The outer source is the
 //!   sender's address and port (so the switch learns the right remote VTEP), the destination
 //!   our bound address and port; IPv4 gets a valid header checksum and UDP checksum 0 (which
@@ -66,8 +66,8 @@
 //! | `bind` without `SO_REUSEADDR`/`SO_REUSEPORT` | exclusive port: no ICMP unreachable, no kernel VXLAN device on it |
 //! | `IPV6_V6ONLY` (IPv6) | an IPv6 VTEP takes only IPv6 |
 //! | `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (else `SO_RCVBUF`/`SO_SNDBUF`) | room for bursts beyond the buffer ring |
-//! | `SO_RXQ_OVFL` | the kernel's count of datagrams dropped at the socket: [`QueueStats::dropped`] |
-//! | `IP_RECVTOS` / `IPV6_RECVTCLASS` | the outer ECN field, for RFC 6040 decapsulation |
+//! | `SO_MEMINFO` (read in [`RxQueue::stats`]) | the kernel's count of datagrams dropped at the socket: [`QueueStats::dropped`] (not `SO_RXQ_OVFL`, which costs a control message per datagram) |
+//! | `IP_RECVTOS` / `IPV6_RECVTCLASS` ([`UringConfig::receive_ecn`]) | the outer ECN field, for RFC 6040 decapsulation |
 //! | `IP_MTU_DISCOVER = IP_PMTUDISC_DO` / `IPV6_DONTFRAG` | DF set, as the core's default [`DfPolicy::Set`](crate::tunnel::DfPolicy): VXLAN is not fragmented |
 //! | `UDP_NO_CHECK6_RX` (unless [`UringConfig::reject_zero_checksum_ipv6`]) | accept zero IPv6 UDP checksums, as the core's default does |
 //! | `UDP_GRO` ([`UringConfig::gro`]) | coalesced datagrams of one flow in one buffer, split here |
@@ -114,9 +114,8 @@ const RECVMSG_OUT_LEN: usize = 16;
 const NAME_LEN: usize = 28;
 /// `CMSG_SPACE` of a 4-byte value on 64-bit Linux: a 16-byte header, the value, padding.
 const CMSG_SPACE_4: usize = 24;
-/// Room for the control messages: the TOS or traffic class, `UDP_GRO`'s segment size,
-/// `SO_RXQ_OVFL`'s drop count.
-const CONTROL_LEN: usize = 3 * CMSG_SPACE_4;
+/// Room for the control messages: the TOS or traffic class, and `UDP_GRO`'s segment size.
+const CONTROL_LEN: usize = 2 * CMSG_SPACE_4;
 /// Where the payload starts in a receive buffer, and the room in front of it that the outer
 /// headers are written into.
 const HEADROOM: usize = RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN;
@@ -273,8 +272,8 @@ pub struct UringConfig {
     /// datagrams that can wait for the switch between two [`RxQueue::release`] calls,
     /// beyond which they wait in the socket buffer.
     pub rx_buffers: u16,
-    /// Bytes per receive buffer, the 116 bytes of headroom included. Datagrams longer than
-    /// `rx_buffer_size - 116` are truncated by the kernel and counted as malformed. With
+    /// Bytes per receive buffer, the 92 bytes of headroom included. Datagrams longer than
+    /// `rx_buffer_size - 92` are truncated by the kernel and counted as malformed. With
     /// [`gro`](Self::gro), coalesced datagrams reach 64 KiB.
     pub rx_buffer_size: u32,
     /// Datagrams (or GSO super-datagrams) queued for one [`TxQueue::flush`].
@@ -287,6 +286,10 @@ pub struct UringConfig {
     pub gro: bool,
     /// Socket receive and send buffer size (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
     pub socket_buffer: usize,
+    /// Read each datagram's outer TOS or traffic class (`IP_RECVTOS` / `IPV6_RECVTCLASS`) into
+    /// the synthetic headers, so that decapsulation propagates ECN (RFC 6040). Default on;
+    /// off saves a control message per datagram, and received frames say Not-ECT.
+    pub receive_ecn: bool,
     /// Compute the UDP checksum of received IPv6 frames' synthetic headers (for a switch
     /// whose decapsulation rejects zero IPv6 checksums). Default off: zero.
     pub ipv6_udp_checksum: bool,
@@ -310,6 +313,7 @@ impl UringConfig {
             gso: false,
             gro: false,
             socket_buffer: 4 << 20,
+            receive_ecn: true,
             ipv6_udp_checksum: false,
             reject_zero_checksum_ipv6: false,
         }
@@ -340,7 +344,7 @@ impl UringConfig {
             ));
         }
         if (self.rx_buffer_size as usize) < HEADROOM + 64 {
-            return Err(UringError::Config("rx_buffer_size is below 180 bytes"));
+            return Err(UringError::Config("rx_buffer_size is below 156 bytes"));
         }
         if self.tx_messages == 0 || self.tx_messages > 32768 || self.tx_bytes < 65_536 {
             return Err(UringError::Config(
@@ -401,7 +405,7 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
             .set_only_v6(true)
             .map_err(socket_error("IPV6_V6ONLY"))?;
         socket
-            .set_recv_tclass_v6(true)
+            .set_recv_tclass_v6(config.receive_ecn)
             .map_err(socket_error("IPV6_RECVTCLASS"))?;
         set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
             .map_err(socket_error("IPV6_DONTFRAG"))?;
@@ -411,7 +415,7 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
         }
     } else {
         socket
-            .set_recv_tos_v4(true)
+            .set_recv_tos_v4(config.receive_ecn)
             .map_err(socket_error("IP_RECVTOS"))?;
         set_int_option(
             &socket,
@@ -421,8 +425,6 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
         )
         .map_err(socket_error("IP_MTU_DISCOVER"))?;
     }
-    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
-        .map_err(socket_error("SO_RXQ_OVFL"))?;
     let size = libc::c_int::try_from(config.socket_buffer).unwrap_or(libc::c_int::MAX);
     // The forced sizes need CAP_NET_ADMIN; without it, the ordinary ones (capped by
     // net.core.rmem_max / wmem_max) are what there is.
@@ -447,15 +449,28 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
 }
 
 /// Builds a ring with the socket as registered file 0.
+///
+/// With `IORING_SETUP_COOP_TASKRUN` and `IORING_SETUP_TASKRUN_FLAG` (Linux 5.19) where the
+/// kernel has them: completion work (the receive itself, for the multishot `RECVMSG`) is not
+/// forced on the task with an inter-processor interrupt whenever a datagram arrives, but
+/// flagged in the ring, and run when the worker next enters the kernel, in a batch.
 fn ring_for(socket: &Socket, entries: u32, cq_entries: u32) -> Result<IoUring, UringError> {
-    let ring = IoUring::builder()
-        .setup_cqsize(cq_entries)
-        .setup_clamp()
-        .build(entries)
-        .map_err(|source| UringError::Unavailable {
-            operation: "io_uring_setup",
-            source,
-        })?;
+    let build = |cooperative: bool| {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq_entries).setup_clamp();
+        if cooperative {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        builder.build(entries)
+    };
+    let ring = match build(true) {
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => build(false),
+        result => result,
+    }
+    .map_err(|source| UringError::Unavailable {
+        operation: "io_uring_setup",
+        source,
+    })?;
     ring.submitter()
         .register_files(&[socket.as_raw_fd()])
         .map_err(|source| UringError::Unavailable {
@@ -583,8 +598,6 @@ struct Received {
     tos: u8,
     /// `UDP_GRO`'s segment size, if the datagram is several coalesced ones.
     segment: Option<usize>,
-    /// The socket's drop counter, if reported.
-    drops: Option<u32>,
     len: usize,
 }
 
@@ -683,26 +696,18 @@ impl UringRx {
             ring_exhausted: 0,
             coalesced: 0,
         };
+        // A kernel without multishot RECVMSG (before 6.0) fails the request at once: arm it,
+        // cancel it, and see how it ended. It is armed for good at the first `recv`, by the
+        // worker's thread: the kernel runs a request's completion work in the task that
+        // submitted it, and the thread that opens the underlay may be gone by then.
         rx.arm().map_err(|source| UringError::Unavailable {
             operation: "io_uring_enter (RECVMSG multishot)",
             source,
         })?;
-        // A kernel without multishot RECVMSG (before 6.0) fails the request at once.
-        if let Some(entry) = rx.ring.completion().next() {
-            if entry.result() == -libc::EINVAL {
-                return Err(UringError::MissingOpcode {
-                    operation: "IORING_OP_RECVMSG with IORING_RECV_MULTISHOT",
-                });
-            }
-            rx.armed = cqueue::more(entry.flags());
-            if entry.result() >= 0 {
-                // Data already: not expected before anyone knows our address, but keep
-                // the buffer's accounting right.
-                if let Some(bid) = cqueue::buffer_select(entry.flags()) {
-                    rx.buffers.push(bid);
-                    rx.buffers.publish();
-                }
-            }
+        if rx.stop_receiving() == Some(-libc::EINVAL) {
+            return Err(UringError::MissingOpcode {
+                operation: "IORING_OP_RECVMSG with IORING_RECV_MULTISHOT",
+            });
         }
         Ok(rx)
     }
@@ -771,7 +776,6 @@ fn parse_received(buffer: &[u8], msghdr: &libc::msghdr) -> Option<Received> {
         source,
         tos: 0,
         segment: None,
-        drops: None,
         len: out.payload_data().len(),
     };
     let mut control = out.control_data();
@@ -787,7 +791,6 @@ fn parse_received(buffer: &[u8], msghdr: &libc::msghdr) -> Option<Received> {
             (libc::IPPROTO_IP, libc::IP_TOS) => received.tos = *data.first()?,
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => received.tos = int()? as u8,
             (libc::SOL_UDP, libc::UDP_GRO) => received.segment = usize::try_from(int()?).ok(),
-            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => received.drops = Some(int()? as u32),
             _ => {}
         }
         control = control.get(len.next_multiple_of(8)..).unwrap_or(&[]);
@@ -977,6 +980,14 @@ impl RxQueue for UringRx {
     fn recv<'a>(&'a mut self, frames: &mut Vec<&'a mut [u8]>, max: usize) -> io::Result<usize> {
         if !self.armed && self.held.is_empty() && self.partial.is_none() {
             self.arm()?;
+        } else {
+            let submission = self.ring.submission();
+            if submission.taskrun() || submission.cq_overflow() {
+                drop(submission);
+                // Runs the flagged completion work (one system call for whatever arrived
+                // since the last), and moves overflowed completions into the ring.
+                self.ring.submit()?;
+            }
         }
         let UringRx {
             ring,
@@ -1059,9 +1070,6 @@ impl RxQueue for UringRx {
                 held.push(bid);
                 continue;
             };
-            if let Some(drops) = received.drops {
-                stats.dropped = u64::from(drops);
-            }
             let header_len = outer_len(&received.source);
             let end = HEADROOM + received.len;
             let first_len = match received.segment {
@@ -1135,8 +1143,31 @@ impl RxQueue for UringRx {
     }
 
     fn stats(&mut self) -> QueueStats {
+        if let Some(drops) = socket_drops(&self.socket) {
+            self.stats.dropped = drops;
+        }
         self.stats
     }
+}
+
+/// The datagrams the kernel dropped at the socket (receive buffer full, bad checksum), from
+/// `SO_MEMINFO`'s `SK_MEMINFO_DROPS`.
+fn socket_drops(socket: &Socket) -> Option<u64> {
+    let mut info = [0u32; 9];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, and the kernel writes at most `len` and
+    // updates it.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let at = libc::SK_MEMINFO_DROPS as usize;
+    (rc == 0 && len as usize > at * 4).then(|| u64::from(info[at]))
 }
 
 impl Drop for UringRx {
@@ -1151,29 +1182,45 @@ impl Drop for UringRx {
 
 impl UringRx {
     /// Cancels the multishot receive and waits (bounded) for its last completion, so that
-    /// the kernel writes no more into the buffers, which are unmapped next.
-    fn stop_receiving(&mut self) {
+    /// the kernel writes no more into the buffers. Buffers of completions met meanwhile go
+    /// back to the ring (their datagrams are lost: this runs at open and drop only). Returns
+    /// the last completion's result.
+    fn stop_receiving(&mut self) -> Option<i32> {
         if !self.armed {
-            return;
+            return None;
         }
         let cancel = opcode::AsyncCancel::new(RECV_TAG)
             .build()
             .user_data(CANCEL_TAG);
         // SAFETY: the cancellation refers to no memory.
         if unsafe { self.ring.submission().push(&cancel) }.is_err() {
-            return;
+            return None;
         }
         let timeout = types::Timespec::from(Duration::from_millis(500));
         let args = types::SubmitArgs::new().timespec(&timeout);
         for _ in 0..8 {
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            let mut completions = self.ring.completion();
-            for entry in &mut completions {
-                if entry.user_data() == RECV_TAG && !cqueue::more(entry.flags()) {
-                    return;
+            let mut last = None;
+            for entry in self.ring.completion() {
+                if entry.user_data() != RECV_TAG {
+                    continue;
+                }
+                if let Some(bid) =
+                    cqueue::buffer_select(entry.flags()).filter(|bid| *bid < self.buffers.count)
+                {
+                    self.buffers.push(bid);
+                }
+                if !cqueue::more(entry.flags()) {
+                    last = Some(entry.result());
                 }
             }
+            self.buffers.publish();
+            if last.is_some() {
+                self.armed = false;
+                return last;
+            }
         }
+        None
     }
 }
 
@@ -1719,7 +1766,6 @@ mod test {
         assert_eq!(received.source, "198.18.0.2:4789".parse().unwrap());
         assert_eq!(received.tos, 0xB9);
         assert_eq!(received.segment, Some(5));
-        assert_eq!(received.drops, None);
         assert_eq!(received.len, 10);
     }
 
