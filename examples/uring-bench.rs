@@ -14,7 +14,8 @@
 //! as sent.
 //!
 //! - RX: the peer sends as fast as it can, with `sendmmsg` (64 per call) or with UDP GSO
-//!   (64 segments per `sendmsg`); the contenders are `recvmmsg` (64 per call, non-blocking),
+//!   (64 segments per `sendmsg`); the contenders are `recvmmsg` (64 per call, non-blocking,
+//!   with the sender's address, which an underlay needs),
 //!   the io_uring underlay, and the io_uring underlay with `UDP_GRO`. A veth coalesces
 //!   nothing unless GRO is on for it (`ethtool -K DEV gro on`, which gives it a NAPI
 //!   context, as a physical NIC has), so the `sendmmsg` peer runs with A's veth GRO off and
@@ -228,6 +229,10 @@ mod bench {
     /// `count` the datagrams received (coalesced ones by segment, with `UDP_GRO`).
     fn drain(socket: &Socket, count: &AtomicU64, stop: &AtomicBool) {
         let mut bufs = vec![[0u8; 2048]; BATCH];
+        // The sender's address, as an underlay needs it (the remote VTEP to learn).
+        // SAFETY: sockaddr_storage is plain data; zeros are valid.
+        let mut names: Vec<libc::sockaddr_storage> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
         let mut controls = vec![[0u64; 8]; BATCH];
         let mut iovs: Vec<libc::iovec> = bufs
             .iter_mut()
@@ -240,7 +245,14 @@ mod bench {
         let mut msgs: Vec<libc::mmsghdr> =
             (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
         while !stop.load(Ordering::Relaxed) {
-            for ((m, iov), control) in msgs.iter_mut().zip(&mut iovs).zip(&mut controls) {
+            for (((m, iov), control), name) in msgs
+                .iter_mut()
+                .zip(&mut iovs)
+                .zip(&mut controls)
+                .zip(&mut names)
+            {
+                m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
                 m.msg_hdr.msg_iov = iov;
                 m.msg_hdr.msg_iovlen = 1;
                 m.msg_hdr.msg_control = control.as_mut_ptr().cast();
@@ -298,6 +310,10 @@ mod bench {
     enum Rx {
         Recvmmsg,
         Uring,
+        /// With DEFER_TASKRUN.
+        UringDeferred,
+        /// Without the outer TOS control message.
+        UringNoEcn,
         UringGro,
     }
 
@@ -357,13 +373,15 @@ mod bench {
             secs,
             move |count, stop| match contender {
                 Rx::Recvmmsg => drain(&udp_socket(local), count, stop),
-                Rx::Uring | Rx::UringGro => {
+                Rx::Uring | Rx::UringDeferred | Rx::UringNoEcn | Rx::UringGro => {
                     let mut config = UringConfig::new(local);
                     if contender == Rx::UringGro {
                         config = config.with_offloads();
                     } else {
                         config.rx_buffers = arg("--rx-buffers", 4096.0) as u16;
                     }
+                    config.defer_taskrun = contender == Rx::UringDeferred;
+                    config.receive_ecn = contender != Rx::UringNoEcn;
                     let (mut rx, _tx) = open(&config).expect("open the underlay");
                     let mut spare: Vec<&'static mut [u8]> = Vec::with_capacity(256);
                     while !stop.load(Ordering::Relaxed) {
@@ -474,7 +492,7 @@ mod bench {
             num_cpus()
         );
         // (name, contender, peer sends with GSO, GRO on A's veth, baseline row)
-        let rx_cases: [(&str, Rx, bool, bool, usize); 7] = [
+        let rx_cases: [(&str, Rx, bool, bool, usize); 9] = [
             (
                 "RX recvmmsg       (peer sendmmsg)",
                 Rx::Recvmmsg,
@@ -505,6 +523,20 @@ mod bench {
             ),
             ("RX recvmmsg       (peer GSO)", Rx::Recvmmsg, true, false, 4),
             ("RX io_uring       (peer GSO)", Rx::Uring, true, false, 4),
+            (
+                "RX io_uring, no ECN (peer GSO)",
+                Rx::UringNoEcn,
+                true,
+                false,
+                4,
+            ),
+            (
+                "RX io_uring, DEFER_TASKRUN (peer GSO)",
+                Rx::UringDeferred,
+                true,
+                false,
+                4,
+            ),
             ("RX io_uring + GRO (peer GSO)", Rx::UringGro, true, false, 4),
         ];
         let tx_cases: [(&str, Tx); 3] = [

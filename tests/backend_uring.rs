@@ -291,13 +291,19 @@ fn icmp_dest_unreachables_sent(ns: &str) -> u64 {
 }
 
 /// Frames both ways between the underlay queue in A and a plain UDP socket in B.
-fn both_directions(tag: &str, a: IpAddr, b: IpAddr) {
+fn both_directions(tag: &str, a: IpAddr, b: IpAddr, defer_taskrun: bool) {
     if !privileged() {
         return;
     }
     let lab = Lab::new(tag);
-    let (mut rx, mut tx) = open_in(&lab.a, UringConfig::new(SocketAddr::new(a, PORT)))
-        .expect("open the io_uring underlay");
+    let mut config = UringConfig::new(SocketAddr::new(a, PORT));
+    config.defer_taskrun = defer_taskrun;
+    let (mut rx, mut tx) = open_in(&lab.a, config).expect("open the io_uring underlay");
+    assert_eq!(
+        rx.is_deferred(),
+        defer_taskrun,
+        "this kernel (6.1+) has DEFER_TASKRUN"
+    );
     let peer = plain_socket_in(&lab.b, SocketAddr::new(b, PORT));
     let vni = Vni::new(77).unwrap();
     let icmp_before = icmp_dest_unreachables_sent(&lab.a);
@@ -363,12 +369,19 @@ fn both_directions(tag: &str, a: IpAddr, b: IpAddr) {
 
 #[test]
 fn ipv4_frames_both_directions() {
-    both_directions("v4", IpAddr::V4(A_V4), IpAddr::V4(B_V4));
+    both_directions("v4", IpAddr::V4(A_V4), IpAddr::V4(B_V4), false);
+}
+
+/// The same with the receive ring's completion work deferred (DEFER_TASKRUN): opened on one
+/// thread, it becomes the test thread's at the first `recv`, and is dropped there.
+#[test]
+fn ipv4_frames_both_directions_deferred_task_running() {
+    both_directions("v4d", IpAddr::V4(A_V4), IpAddr::V4(B_V4), true);
 }
 
 #[test]
 fn ipv6_frames_both_directions() {
-    both_directions("v6", IpAddr::V6(A_V6), IpAddr::V6(B_V6));
+    both_directions("v6", IpAddr::V6(A_V6), IpAddr::V6(B_V6), false);
 }
 
 /// An underlay queue with GSO sends to one with GRO: batches leave as super-datagrams and

@@ -286,6 +286,12 @@ pub struct UringConfig {
     pub gro: bool,
     /// Socket receive and send buffer size (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
     pub socket_buffer: usize,
+    /// Run the receive ring's completion work only when the worker asks for completions
+    /// (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1; falls back to cooperative task running).
+    /// The receiving half then belongs to the thread of its first [`RxQueue::recv`]: receive
+    /// and drop it there. Default off: measured no faster than cooperative task running on
+    /// a veth (`examples/uring-bench.rs`), and it ties the queue to a thread.
+    pub defer_taskrun: bool,
     /// Read each datagram's outer TOS or traffic class (`IP_RECVTOS` / `IPV6_RECVTCLASS`) into
     /// the synthetic headers, so that decapsulation propagates ECN (RFC 6040). Default on;
     /// off saves a control message per datagram, and received frames say Not-ECT.
@@ -314,6 +320,7 @@ impl UringConfig {
             gro: false,
             socket_buffer: 4 << 20,
             receive_ecn: true,
+            defer_taskrun: false,
             ipv6_udp_checksum: false,
             reject_zero_checksum_ipv6: false,
         }
@@ -454,20 +461,59 @@ fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
 /// kernel has them: completion work (the receive itself, for the multishot `RECVMSG`) is not
 /// forced on the task with an inter-processor interrupt whenever a datagram arrives, but
 /// flagged in the ring, and run when the worker next enters the kernel, in a batch.
-fn ring_for(socket: &Socket, entries: u32, cq_entries: u32) -> Result<IoUring, UringError> {
-    let build = |cooperative: bool| {
+///
+/// With `deferred` (receive rings, [`UringConfig::defer_taskrun`]), first tries
+/// `IORING_SETUP_DEFER_TASKRUN` with `IORING_SETUP_SINGLE_ISSUER` (Linux 6.1), created
+/// disabled (`IORING_SETUP_R_DISABLED`) so that the thread of the first `recv` becomes its
+/// issuer: completion work then runs only when that thread asks for completions, in one
+/// batch, and completions are posted without the completion lock. Returns the ring and
+/// whether it is deferred.
+fn ring_for(
+    socket: &Socket,
+    entries: u32,
+    cq_entries: u32,
+    deferred: bool,
+) -> Result<(IoUring, bool), UringError> {
+    #[derive(PartialEq)]
+    enum Mode {
+        Deferred,
+        Cooperative,
+        Plain,
+    }
+    let build = |mode: &Mode| {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries).setup_clamp();
-        if cooperative {
-            builder.setup_coop_taskrun().setup_taskrun_flag();
+        match mode {
+            Mode::Deferred => {
+                builder
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_r_disabled();
+            }
+            Mode::Cooperative => {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Mode::Plain => {}
         }
         builder.build(entries)
     };
-    let ring = match build(true) {
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => build(false),
-        result => result,
+    let modes: &[Mode] = if deferred {
+        &[Mode::Deferred, Mode::Cooperative, Mode::Plain]
+    } else {
+        &[Mode::Cooperative, Mode::Plain]
+    };
+    let mut result = Err(io::Error::from_raw_os_error(libc::EINVAL));
+    let mut chosen = &Mode::Plain;
+    for mode in modes {
+        result = build(mode);
+        chosen = mode;
+        match &result {
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => continue,
+            _ => break,
+        }
     }
-    .map_err(|source| UringError::Unavailable {
+    let ring = result.map_err(|source| UringError::Unavailable {
         operation: "io_uring_setup",
         source,
     })?;
@@ -477,7 +523,7 @@ fn ring_for(socket: &Socket, entries: u32, cq_entries: u32) -> Result<IoUring, U
             operation: "IORING_REGISTER_FILES",
             source,
         })?;
-    Ok(ring)
+    Ok((ring, *chosen == Mode::Deferred))
 }
 
 /// An anonymous private mapping, page aligned as the buffer ring needs.
@@ -510,8 +556,18 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Gives up the mapping without unmapping it.
+    fn leak(&mut self) {
+        self.len = 0;
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
         // SAFETY: `base` and `len` are the mapping made in `new`, unmapped once, here.
         unsafe {
             libc::munmap(self.base.cast(), self.len);
@@ -624,6 +680,10 @@ pub struct UringRx {
     ring_exhausted: u64,
     /// Completions that carried several coalesced datagrams (`UDP_GRO`).
     coalesced: u64,
+    /// The ring waits for its issuer: the thread of the first `recv`.
+    disabled: bool,
+    /// The ring runs completion work only when asked (DEFER_TASKRUN).
+    deferred: bool,
 }
 
 // SAFETY: the raw pointers (the mappings, the msghdr's null name and control pointers) are
@@ -644,7 +704,12 @@ impl fmt::Debug for UringRx {
 impl UringRx {
     fn new(config: &UringConfig, socket: Arc<Socket>) -> Result<UringRx, UringError> {
         let count = config.rx_buffers;
-        let ring = ring_for(&socket, 64, u32::from(count).max(64) * 2)?;
+        let (ring, deferred) = ring_for(
+            &socket,
+            64,
+            u32::from(count).max(64) * 2,
+            config.defer_taskrun,
+        )?;
         let mut buffers =
             BufRing::new(count, config.rx_buffer_size as usize).map_err(|source| {
                 UringError::Unavailable {
@@ -695,11 +760,18 @@ impl UringRx {
             errors: 0,
             ring_exhausted: 0,
             coalesced: 0,
+            disabled: deferred,
+            deferred,
         };
         // A kernel without multishot RECVMSG (before 6.0) fails the request at once: arm it,
         // cancel it, and see how it ended. It is armed for good at the first `recv`, by the
         // worker's thread: the kernel runs a request's completion work in the task that
-        // submitted it, and the thread that opens the underlay may be gone by then.
+        // submitted it, and the thread that opens the underlay may be gone by then. (A
+        // kernel with DEFER_TASKRUN, 6.1, has multishot RECVMSG; and a disabled ring takes
+        // no submission until then.)
+        if deferred {
+            return Ok(rx);
+        }
         rx.arm().map_err(|source| UringError::Unavailable {
             operation: "io_uring_enter (RECVMSG multishot)",
             source,
@@ -740,6 +812,12 @@ impl UringRx {
     /// armed again at the next [`RxQueue::recv`]; meanwhile datagrams wait in the socket).
     pub fn ring_exhausted(&self) -> u64 {
         self.ring_exhausted
+    }
+
+    /// True if the receive ring defers its completion work to the worker
+    /// ([`UringConfig::defer_taskrun`], and the kernel has it).
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Completions that carried several coalesced datagrams (`UDP_GRO`), each split into
@@ -978,6 +1056,10 @@ fn hand_out_segments<'a>(
 
 impl RxQueue for UringRx {
     fn recv<'a>(&'a mut self, frames: &mut Vec<&'a mut [u8]>, max: usize) -> io::Result<usize> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
         if !self.armed && self.held.is_empty() && self.partial.is_none() {
             self.arm()?;
         } else {
@@ -1172,7 +1254,13 @@ fn socket_drops(socket: &Socket) -> Option<u64> {
 
 impl Drop for UringRx {
     fn drop(&mut self) {
-        self.stop_receiving();
+        if self.stop_receiving().is_none() && self.armed {
+            // The receive could not be stopped (a deferred ring dropped by a thread other
+            // than its issuer): the kernel may still write into the buffers until the
+            // ring's asynchronous teardown ends it, so they are left mapped (leaked) rather
+            // than unmapped under it.
+            self.buffers.buffers.leak();
+        }
         // The ring's teardown is asynchronous, and its file table holds a reference to the
         // socket: unregistered here, the port is free as soon as the socket is closed, not
         // whenever the teardown gets to it.
@@ -1356,7 +1444,7 @@ impl Drop for UringTx {
 
 impl UringTx {
     fn new(config: &UringConfig, socket: Arc<Socket>) -> Result<UringTx, UringError> {
-        let ring = ring_for(&socket, config.tx_messages, config.tx_messages * 2)?;
+        let (ring, _) = ring_for(&socket, config.tx_messages, config.tx_messages * 2, false)?;
         let messages = (0..config.tx_messages)
             .map(|_| Message {
                 destination: config.local,
