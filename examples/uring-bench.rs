@@ -17,8 +17,9 @@
 //!   (64 segments per `sendmsg`); the contenders are `recvmmsg` (64 per call, non-blocking,
 //!   with the sender's address, which an underlay needs),
 //!   the io_uring underlay, and the io_uring underlay with `UDP_GRO`. A veth coalesces
-//!   nothing unless GRO is on for it (`ethtool -K DEV gro on`, which gives it a NAPI
-//!   context, as a physical NIC has), so the `sendmmsg` peer runs with A's veth GRO off and
+//!   nothing unless GRO is on for it (`ethtool -K DEV gro on rx-udp-gro-forwarding on`,
+//!   which gives it a NAPI context, as a physical NIC has, and makes locally sent UDP take
+//!   it), so the `sendmmsg` peer runs with A's veth GRO off and
 //!   on; a GSO peer's super-datagrams cross the veth whole.
 //! - TX: the contenders send as fast as they can, 64 datagrams per system call: `sendmmsg`,
 //!   the io_uring underlay (64 `send`s and a `flush`), and the underlay with GSO; the peer
@@ -61,6 +62,8 @@ mod bench {
     const PAYLOAD: usize = 64;
     const INNER: usize = PAYLOAD - 8;
     const BATCH: usize = 64;
+    /// Every socket's receive buffer (`SO_RCVBUFFORCE`), the underlay's included.
+    const SOCKET_BUFFER: usize = 16 << 20;
     const MAC: EthernetAddress = EthernetAddress([0x02, 0x75, 0, 0, 0, 1]);
 
     fn ip(args: &[&str]) {
@@ -147,7 +150,12 @@ mod bench {
 
     fn udp_socket(bind: SocketAddr) -> Socket {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-        set_int(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20);
+        set_int(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            SOCKET_BUFFER as i32,
+        );
         set_int(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
         socket.bind(&SockAddr::from(bind)).unwrap();
         socket
@@ -321,6 +329,7 @@ mod bench {
     enum Tx {
         Sendmmsg,
         Uring,
+        UringZerocopy,
         UringGso,
     }
 
@@ -381,6 +390,8 @@ mod bench {
                         config.rx_buffers = arg("--rx-buffers", 4096.0) as u16;
                     }
                     config.defer_taskrun = contender == Rx::UringDeferred;
+                    // The same socket buffer as the recvmmsg contender's.
+                    config.socket_buffer = SOCKET_BUFFER;
                     config.receive_ecn = contender != Rx::UringNoEcn;
                     let (mut rx, _tx) = open(&config).expect("open the underlay");
                     let mut spare: Vec<&'static mut [u8]> = Vec::with_capacity(256);
@@ -413,9 +424,10 @@ mod bench {
                 Tx::Sendmmsg => {
                     blast(&udp_socket(local), remote, false, count, stop);
                 }
-                Tx::Uring | Tx::UringGso => {
+                Tx::Uring | Tx::UringZerocopy | Tx::UringGso => {
                     let mut config = UringConfig::new(local);
                     config.gso = contender == Tx::UringGso;
+                    config.send_zerocopy = contender == Tx::UringZerocopy;
                     let (_rx, mut tx) = open(&config).expect("open the underlay");
                     let underlay = Underlay::ipv4(MAC, MAC, A, B);
                     let template = EncapTemplate::new(
@@ -539,9 +551,10 @@ mod bench {
             ),
             ("RX io_uring + GRO (peer GSO)", Rx::UringGro, true, false, 4),
         ];
-        let tx_cases: [(&str, Tx); 3] = [
+        let tx_cases: [(&str, Tx); 4] = [
             ("TX sendmmsg", Tx::Sendmmsg),
             ("TX io_uring", Tx::Uring),
+            ("TX io_uring, SENDMSG_ZC", Tx::UringZerocopy),
             ("TX io_uring + GSO", Tx::UringGso),
         ];
         let mut rx_results = vec![Vec::new(); rx_cases.len()];
@@ -555,8 +568,22 @@ mod bench {
                 if !name.contains(&filter) {
                     continue;
                 }
+                // A veth hands a locally sent UDP packet to its peer's NAPI (where GRO runs)
+                // only if that peer also has rx-udp-gro-forwarding (or rx-gro-list) on:
+                // veth_skb_is_eligible_for_gro().
                 let gro = if *veth_gro { "on" } else { "off" };
-                ip_netns_exec(&lab.a, &["ethtool", "-K", "ubench-a", "gro", gro]);
+                ip_netns_exec(
+                    &lab.a,
+                    &[
+                        "ethtool",
+                        "-K",
+                        "ubench-a",
+                        "gro",
+                        gro,
+                        "rx-udp-gro-forwarding",
+                        gro,
+                    ],
+                );
                 let (mpps, offered) = rx_trial(&lab, secs, *contender, *peer_gso);
                 eprintln!("rep {rep}: {name} {mpps:.3} Mpps (peer sent {offered:.3})");
                 rx_results[i].push(mpps);

@@ -291,17 +291,18 @@ fn icmp_dest_unreachables_sent(ns: &str) -> u64 {
 }
 
 /// Frames both ways between the underlay queue in A and a plain UDP socket in B.
-fn both_directions(tag: &str, a: IpAddr, b: IpAddr, defer_taskrun: bool) {
+fn both_directions(tag: &str, a: IpAddr, b: IpAddr, options: bool) {
     if !privileged() {
         return;
     }
     let lab = Lab::new(tag);
     let mut config = UringConfig::new(SocketAddr::new(a, PORT));
-    config.defer_taskrun = defer_taskrun;
+    config.defer_taskrun = options;
+    config.send_zerocopy = options;
     let (mut rx, mut tx) = open_in(&lab.a, config).expect("open the io_uring underlay");
     assert_eq!(
         rx.is_deferred(),
-        defer_taskrun,
+        options,
         "this kernel (6.1+) has DEFER_TASKRUN"
     );
     let peer = plain_socket_in(&lab.b, SocketAddr::new(b, PORT));
@@ -372,10 +373,11 @@ fn ipv4_frames_both_directions() {
     both_directions("v4", IpAddr::V4(A_V4), IpAddr::V4(B_V4), false);
 }
 
-/// The same with the receive ring's completion work deferred (DEFER_TASKRUN): opened on one
-/// thread, it becomes the test thread's at the first `recv`, and is dropped there.
+/// The same with the options: the receive ring's completion work deferred (DEFER_TASKRUN;
+/// opened on one thread, it becomes the test thread's at the first `recv`, and is dropped
+/// there), and zero-copy sends (SENDMSG_ZC, whose notifications `flush` waits for).
 #[test]
-fn ipv4_frames_both_directions_deferred_task_running() {
+fn ipv4_frames_both_directions_deferred_and_zerocopy() {
     both_directions("v4d", IpAddr::V4(A_V4), IpAddr::V4(B_V4), true);
 }
 
