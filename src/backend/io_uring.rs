@@ -1929,6 +1929,98 @@ mod test {
         assert_eq!(received.len, 10);
     }
 
+    /// GRO segments after the first go out through the scratch space, each behind its own
+    /// headers; when `max` or the scratch space runs out, the rest waits for the next call.
+    #[test]
+    fn coalesced_segments_are_handed_out_across_calls() {
+        let buffers = BufRing::new(2, 4096).unwrap();
+        let source: SocketAddr = "198.18.0.2:50000".parse().unwrap();
+        let local: SocketAddr = "198.18.0.1:4789".parse().unwrap();
+        // Buffer 1: five segments of 100 bytes and a last one of 30, behind the headroom.
+        // SAFETY: buffer 1 lies inside the mapping, and nothing else refers to it.
+        let buffer = unsafe { UringRx::buffer_mut(&buffers, 1) };
+        for (i, byte) in buffer[HEADROOM..HEADROOM + 530].iter_mut().enumerate() {
+            *byte = (i / 100) as u8;
+        }
+        let mut part = Partial {
+            bid: 1,
+            next: HEADROOM + 100, // The first segment went out in place.
+            end: HEADROOM + 530,
+            segment: 100,
+            source,
+            tos: 0,
+        };
+        let synth = Synth {
+            local,
+            local_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ipv6_udp_checksum: false,
+        };
+        let mut stats = QueueStats::default();
+        let mut scratch_space = std::vec![0u8; 3 * (OUTER_V4 + 100)];
+        let mut lengths = Vec::new();
+        {
+            let mut scratch: &mut [u8] = &mut scratch_space;
+            let mut frames = Vec::new();
+            let mut added = 0;
+            // `max` 2: two segments, then it stops.
+            let done = hand_out_segments(
+                &mut part,
+                &buffers,
+                &mut scratch,
+                &mut frames,
+                2,
+                &mut added,
+                synth,
+                &mut stats,
+            );
+            assert!(!done);
+            assert_eq!(added, 2);
+            for (n, frame) in frames.iter().enumerate() {
+                assert!(frame[OUTER_V4..].iter().all(|b| usize::from(*b) == n + 1));
+                lengths.push(frame.len() - OUTER_V4);
+            }
+            // Scratch for one more: the third, then it stops again.
+            let mut frames = Vec::new();
+            let mut added = 0;
+            assert!(!hand_out_segments(
+                &mut part,
+                &buffers,
+                &mut scratch,
+                &mut frames,
+                10,
+                &mut added,
+                synth,
+                &mut stats,
+            ));
+            assert_eq!(added, 1);
+            lengths.push(frames[0].len() - OUTER_V4);
+        }
+        // The next batch, with fresh scratch space: the rest, the short last one included.
+        let mut scratch: &mut [u8] = &mut scratch_space;
+        let mut frames = Vec::new();
+        let mut added = 0;
+        assert!(hand_out_segments(
+            &mut part,
+            &buffers,
+            &mut scratch,
+            &mut frames,
+            10,
+            &mut added,
+            synth,
+            &mut stats,
+        ));
+        for frame in frames.iter_mut() {
+            lengths.push(frame.len() - OUTER_V4);
+            // Each decapsulation-ready: the IPv4 header checksum holds, lengths match.
+            assert!(crate::wire::checksum::ipv4_header_valid(&frame[14..], 20));
+            let udp_len = u16::from_be_bytes([frame[38], frame[39]]);
+            assert_eq!(usize::from(udp_len), frame.len() - 34);
+        }
+        assert_eq!(lengths, [100, 100, 100, 100, 30]);
+        assert_eq!(stats.frames, 5);
+        assert_eq!(part.next, part.end);
+    }
+
     #[test]
     fn probe_check_names_the_missing_opcode() {
         assert!(check_opcodes(|_| true).is_ok());
