@@ -22,7 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use switchyard::backend::io_uring::{
-    check_opcodes, open, probe_kernel, UringConfig, UringError, UringRx, UringTx, REQUIRED_OPCODES,
+    check_opcodes, open, open_queues, probe_kernel, UringConfig, UringError, UringRx, UringTx,
+    REQUIRED_OPCODES,
 };
 use switchyard::backend::{RxQueue, TxQueue};
 use switchyard::tunnel::{decap, DecapConfig, EncapConfig, EncapTemplate, IpIdent, Underlay};
@@ -663,4 +664,75 @@ fn socket_drops_are_counted() {
         "nothing dropped: the test overflowed nothing"
     );
     assert_eq!(got as u64 + stats.dropped, sent as u64);
+}
+
+/// Two queues (one per worker) in a SO_REUSEPORT group: the datagrams of one outer flow
+/// all reach the same queue, flows spread over both, none is lost or duplicated; and a
+/// kernel VXLAN device still cannot take the port.
+#[test]
+fn two_queues_share_the_port_by_flow() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("fanout");
+    let local = SocketAddr::new(IpAddr::V4(A_V4), PORT);
+    let config = UringConfig::new(local);
+    let mut queues = in_netns(&lab.a, move || open_queues(&config, 2)).expect("open 2 queues");
+    let flows = 32u32;
+    let per_flow = 20u32;
+    let peers: Vec<UdpSocket> = (0..flows)
+        .map(|_| plain_socket_in(&lab.b, SocketAddr::new(IpAddr::V4(B_V4), 0)))
+        .collect();
+    let from_b = template(IpAddr::V4(B_V4), IpAddr::V4(A_V4), Vni::new(8).unwrap());
+    for round in 0..per_flow {
+        for (flow, peer) in peers.iter().enumerate() {
+            let (_, datagram) = encapsulate(&from_b, &inner_frame(flow as u32 * 1000 + round));
+            peer.send_to(&datagram, local).unwrap();
+        }
+    }
+    // Source port of each flow -> the queue it reached.
+    let mut queue_of = std::collections::HashMap::new();
+    let mut total = 0;
+    let mut per_queue = [0usize; 2];
+    let start = Instant::now();
+    while total < (flows * per_flow) as usize && start.elapsed() < Duration::from_secs(5) {
+        for (index, (rx, _)) in queues.iter_mut().enumerate() {
+            let got = receive(rx, 1, Duration::from_millis(20), |frame| {
+                let d = decap(&DecapConfig::default(), frame).expect("decap");
+                let previous = queue_of.insert(d.udp_src_port, index);
+                assert!(
+                    previous.is_none_or(|q| q == index),
+                    "a flow reached both queues"
+                );
+            });
+            per_queue[index] += got;
+            total += got;
+        }
+    }
+    eprintln!("per queue: {per_queue:?}");
+    assert_eq!(total, (flows * per_flow) as usize);
+    assert_eq!(queue_of.len(), flows as usize);
+    assert!(
+        per_queue.iter().all(|n| *n > 0),
+        "one queue took every flow: {per_queue:?}"
+    );
+    ip(&[
+        "-n",
+        &lab.a,
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "198.18.0.1",
+        "dev",
+        "uring-a",
+    ])
+    .unwrap();
+    assert!(ip(&["-n", &lab.a, "link", "set", "vx0", "up"]).is_err());
 }

@@ -82,7 +82,9 @@
 //! # Received VXLAN goes to us, and only to us
 //!
 //! The socket is bound to the VTEP address and the VXLAN port without `SO_REUSEADDR` or
-//! `SO_REUSEPORT`, so: the kernel never answers a VXLAN packet with ICMP port unreachable
+//! `SO_REUSEPORT` (several queues from [`open_queues`] share the port in a `SO_REUSEPORT`
+//! group that only sockets setting `SO_REUSEPORT` can join, which a kernel VXLAN device's
+//! does not), so: the kernel never answers a VXLAN packet with ICMP port unreachable
 //! (a bound socket takes it), and no kernel VXLAN device in the same network namespace can
 //! share the port: if one already holds it (it binds the wildcard address), our `bind` fails
 //! with `EADDRINUSE`, reported as [`UringError::Socket`] naming `bind`; if we hold it first,
@@ -93,6 +95,7 @@
 //! | what | why |
 //! |---|---|
 //! | `bind` without `SO_REUSEADDR`/`SO_REUSEPORT` | exclusive port: no ICMP unreachable, no kernel VXLAN device on it |
+//! | `SO_REUSEPORT` (only [`open_queues`] with several queues) | one socket per worker, datagrams spread by flow hash; a kernel VXLAN device still cannot join |
 //! | `IPV6_V6ONLY` (IPv6) | an IPv6 VTEP takes only IPv6 |
 //! | `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (else `SO_RCVBUF`/`SO_SNDBUF`) | room for bursts beyond the buffer ring |
 //! | `SO_MEMINFO` (read in [`RxQueue::stats`]) | the kernel's count of datagrams dropped at the socket: [`QueueStats::dropped`] (not `SO_RXQ_OVFL`, which costs a control message per datagram) |
@@ -402,20 +405,42 @@ impl UringConfig {
 }
 
 /// Opens the underlay: probes io_uring, binds the socket, sets up a receive ring with its
-/// buffer ring and multishot receive armed, and a transmit ring. The two halves share the
-/// socket and may live on different threads.
+/// buffer ring (the multishot receive is armed at the first [`RxQueue::recv`]), and a
+/// transmit ring. The two halves share the socket and may live on different threads.
 pub fn open(config: &UringConfig) -> Result<(UringRx, UringTx), UringError> {
+    let mut queues = open_queues(config, 1)?;
+    queues.pop().ok_or(UringError::Config("no queue"))
+}
+
+/// Opens `count` underlay queues on the same address and port, one per worker: `count`
+/// sockets in one `SO_REUSEPORT` group (when `count > 1`), each with its own rings. The
+/// kernel spreads received datagrams over the sockets by a hash of their addresses and
+/// ports, so the datagrams of one outer flow always reach the same worker (in order).
+///
+/// `SO_REUSEPORT` lets only sockets of the same user that also set it join the group: a
+/// kernel VXLAN device's socket sets neither, and still cannot share the port.
+pub fn open_queues(
+    config: &UringConfig,
+    count: usize,
+) -> Result<Vec<(UringRx, UringTx)>, UringError> {
     config.validate()?;
+    if count == 0 {
+        return Err(UringError::Config("at least one queue"));
+    }
     let (_, send_zc) = probe_kernel()?;
     if config.send_zerocopy && !send_zc {
         return Err(UringError::MissingOpcode {
             operation: "IORING_OP_SEND_ZC (for send_zerocopy)",
         });
     }
-    let socket = Arc::new(open_socket(config)?);
-    let rx = UringRx::new(config, Arc::clone(&socket))?;
-    let tx = UringTx::new(config, socket)?;
-    Ok((rx, tx))
+    (0..count)
+        .map(|_| {
+            let socket = Arc::new(open_socket(config, count > 1)?);
+            let rx = UringRx::new(config, Arc::clone(&socket))?;
+            let tx = UringTx::new(config, socket)?;
+            Ok((rx, tx))
+        })
+        .collect()
 }
 
 fn socket_error(operation: &'static str) -> impl FnOnce(io::Error) -> UringError {
@@ -446,11 +471,16 @@ fn set_int_option(
     }
 }
 
-fn open_socket(config: &UringConfig) -> Result<Socket, UringError> {
+fn open_socket(config: &UringConfig, reuse_port: bool) -> Result<Socket, UringError> {
     let v6 = config.local.is_ipv6();
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
         .map_err(socket_error("socket"))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(socket_error("SO_REUSEPORT"))?;
+    }
     if v6 {
         socket
             .set_only_v6(true)
