@@ -3,13 +3,16 @@
 //! second, with and without UDP GSO/GRO, a few repetitions, medians and ratios.
 //!
 //! ```text
-//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX]
+//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX] [--sleep]
 //! ```
 //!
 //! It creates two network namespaces (`sy-ubench-PID-a`, `-b`) joined by a veth pair with
 //! addresses from 198.18.0.0/15, and removes them at the end (also after a panic). Nothing is
 //! sent outside them. The contender runs in namespace A pinned to CPU 1, the traffic peer in
-//! namespace B pinned to CPU 0; both busy-poll. Rates are counted where the packets are
+//! namespace B pinned to CPU 0; both busy-poll (with `--sleep`, the receiving contenders
+//! sleep when idle instead: blocking `recvmmsg`, `poll` on the ring). The CPU time of the
+//! contender's thread per packet is reported too: on a shared machine it moves less than
+//! the rates. Rates are counted where the packets are
 //! *delivered*: by the receiving application (the contender for RX, the peer for TX), never
 //! as sent.
 //!
@@ -42,6 +45,7 @@ mod bench {
     use std::io;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::os::fd::AsRawFd;
+    use std::os::unix::thread::JoinHandleExt;
     use std::process::Command;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Barrier};
@@ -235,7 +239,17 @@ mod bench {
 
     /// Receives with non-blocking `recvmmsg`, `BATCH` per call, until `stop`, adding to
     /// `count` the datagrams received (coalesced ones by segment, with `UDP_GRO`).
-    fn drain(socket: &Socket, count: &AtomicU64, stop: &AtomicBool) {
+    fn drain(socket: &Socket, count: &AtomicU64, stop: &AtomicBool, sleep: bool) {
+        if sleep {
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+        }
+        let flags = if sleep {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         let mut bufs = vec![[0u8; 2048]; BATCH];
         // The sender's address, as an underlay needs it (the remote VTEP to learn).
         // SAFETY: sockaddr_storage is plain data; zeros are valid.
@@ -272,7 +286,7 @@ mod bench {
                     socket.as_raw_fd(),
                     msgs.as_mut_ptr(),
                     BATCH as u32,
-                    libc::MSG_DONTWAIT,
+                    flags,
                     std::ptr::null_mut(),
                 )
             };
@@ -344,7 +358,7 @@ mod bench {
         secs: f64,
         contender: impl FnOnce(&AtomicU64, &AtomicBool) + Send + 'static,
         peer: impl FnOnce(&AtomicU64, &AtomicBool) + Send + 'static,
-    ) -> (f64, f64) {
+    ) -> Trial {
         let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(Barrier::new(3));
@@ -359,29 +373,65 @@ mod bench {
         let a = spawn(lab.a.clone(), 1, Box::new(contender));
         let b = spawn(lab.b.clone(), 0, Box::new(peer));
         ready.wait();
+        // The contender's CPU time, read from here through its thread's CPU clock.
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: `a` is a live, joinable thread until the join below.
+        let rc = unsafe { libc::pthread_getcpuclockid(a.as_pthread_t(), &mut clock) };
+        assert_eq!(rc, 0, "pthread_getcpuclockid");
+        let cpu = || {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid clock id and a writable timespec.
+            unsafe { libc::clock_gettime(clock, &mut now) };
+            now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+        };
         thread::sleep(Duration::from_millis(300));
         let load = || counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-        let (c0, t0) = (load(), Instant::now());
+        let (c0, t0, cpu0) = (load(), Instant::now(), cpu());
         thread::sleep(Duration::from_secs_f64(secs));
-        let (c1, t1) = (load(), Instant::now());
+        let (c1, t1, cpu1) = (load(), Instant::now(), cpu());
         stop.store(true, Ordering::Relaxed);
         a.join().unwrap();
         b.join().unwrap();
         let rate = |i: usize| (c1[i] - c0[i]) as f64 / (t1 - t0).as_secs_f64() / 1e6;
         // Counter 1 is the contender's (CPU 1), 0 the peer's.
-        (rate(1), rate(0))
+        Trial {
+            contender: rate(1),
+            peer: rate(0),
+            contender_ns_per_packet: (cpu1 - cpu0) * 1e9 / (c1[1] - c0[1]).max(1) as f64,
+        }
     }
 
-    /// (delivered to the contender, sent by the peer), Mpps.
-    fn rx_trial(lab: &Lab, secs: f64, contender: Rx, peer_gso: bool) -> (f64, f64) {
+    /// What one trial measured.
+    struct Trial {
+        /// The contender's counter, Mpps.
+        contender: f64,
+        /// The peer's counter, Mpps.
+        peer: f64,
+        /// CPU time of the contender's thread per packet it counted, ns.
+        contender_ns_per_packet: f64,
+    }
+
+    /// Contenders sleep when idle (`--sleep`): blocking `recvmmsg`, `poll` on the ring.
+    static SLEEP: AtomicBool = AtomicBool::new(false);
+
+    /// (delivered to the contender, sent by the peer, contender CPU ns per packet).
+    fn rx_trial(lab: &Lab, secs: f64, contender: Rx, peer_gso: bool) -> (f64, f64, f64) {
         let local = SocketAddr::new(IpAddr::V4(A), PORT);
-        // The contender's socket is set up before the barrier, inside its closure: the
-        // peer starts sending only when both are ready.
-        trial(
+        // The contender's socket is set up inside its closure, during the warm-up that
+        // precedes the measurement.
+        let t = trial(
             lab,
             secs,
             move |count, stop| match contender {
-                Rx::Recvmmsg => drain(&udp_socket(local), count, stop),
+                Rx::Recvmmsg => drain(
+                    &udp_socket(local),
+                    count,
+                    stop,
+                    SLEEP.load(Ordering::Relaxed),
+                ),
                 Rx::Uring | Rx::UringDeferred | Rx::UringNoEcn | Rx::UringGro => {
                     let mut config = UringConfig::new(local);
                     if contender == Rx::UringGro {
@@ -402,6 +452,14 @@ mod bench {
                         rx.release();
                         if n > 0 {
                             count.fetch_add(n as u64, Ordering::Relaxed);
+                        } else if SLEEP.load(Ordering::Relaxed) {
+                            let mut fd = libc::pollfd {
+                                fd: rx.poll_fd().unwrap(),
+                                events: libc::POLLIN,
+                                revents: 0,
+                            };
+                            // SAFETY: one valid pollfd.
+                            unsafe { libc::poll(&mut fd, 1, 50) };
                         }
                     }
                 }
@@ -410,14 +468,15 @@ mod bench {
                 let socket = udp_socket(SocketAddr::new(IpAddr::V4(B), PORT));
                 blast(&socket, local, peer_gso, count, stop);
             },
-        )
+        );
+        (t.contender, t.peer, t.contender_ns_per_packet)
     }
 
-    /// (delivered to the peer, sent by the contender), Mpps.
-    fn tx_trial(lab: &Lab, secs: f64, contender: Tx) -> (f64, f64) {
+    /// (delivered to the peer, sent by the contender, contender CPU ns per packet sent).
+    fn tx_trial(lab: &Lab, secs: f64, contender: Tx) -> (f64, f64, f64) {
         let local = SocketAddr::new(IpAddr::V4(A), PORT);
         let remote = SocketAddr::new(IpAddr::V4(B), PORT);
-        let (sent, delivered) = trial(
+        let t = trial(
             lab,
             secs,
             move |count, stop| match contender {
@@ -456,10 +515,10 @@ mod bench {
             move |count, stop| {
                 let socket = udp_socket(remote);
                 set_int(&socket, libc::SOL_UDP, libc::UDP_GRO, 1);
-                drain(&socket, count, stop);
+                drain(&socket, count, stop, false);
             },
         );
-        (delivered, sent)
+        (t.peer, t.contender, t.contender_ns_per_packet)
     }
 
     fn median(values: &mut [f64]) -> f64 {
@@ -497,6 +556,8 @@ mod bench {
             .skip_while(|a| a != "--filter")
             .nth(1)
             .unwrap_or_default();
+        let sleep = std::env::args().any(|a| a == "--sleep");
+        SLEEP.store(sleep, Ordering::Relaxed);
         let lab = Lab::new();
         println!(
             "uring-bench: {PAYLOAD}-byte UDP payloads over veth, {reps} repetitions of {secs} s, \
@@ -561,6 +622,8 @@ mod bench {
         let mut tx_results = vec![Vec::new(); tx_cases.len()];
         let mut rx_offered = vec![Vec::new(); rx_cases.len()];
         let mut tx_offered = vec![Vec::new(); tx_cases.len()];
+        let mut rx_cpu = vec![Vec::new(); rx_cases.len()];
+        let mut tx_cpu = vec![Vec::new(); tx_cases.len()];
         // Interleaved: every repetition runs every case, so slow phases of a shared machine
         // hit all of them.
         for rep in 0..reps {
@@ -584,33 +647,38 @@ mod bench {
                         gro,
                     ],
                 );
-                let (mpps, offered) = rx_trial(&lab, secs, *contender, *peer_gso);
-                eprintln!("rep {rep}: {name} {mpps:.3} Mpps (peer sent {offered:.3})");
+                let (mpps, offered, ns) = rx_trial(&lab, secs, *contender, *peer_gso);
+                eprintln!(
+                    "rep {rep}: {name} {mpps:.3} Mpps (peer sent {offered:.3}), {ns:.0} ns/packet"
+                );
                 rx_results[i].push(mpps);
                 rx_offered[i].push(offered);
+                rx_cpu[i].push(ns);
             }
             for (i, (name, contender)) in tx_cases.iter().enumerate() {
                 if !name.contains(&filter) {
                     continue;
                 }
-                let (mpps, sent) = tx_trial(&lab, secs, *contender);
-                eprintln!("rep {rep}: {name} {mpps:.3} Mpps (sent {sent:.3})");
+                let (mpps, sent, ns) = tx_trial(&lab, secs, *contender);
+                eprintln!("rep {rep}: {name} {mpps:.3} Mpps (sent {sent:.3}), {ns:.0} ns/packet");
                 tx_results[i].push(mpps);
                 tx_offered[i].push(sent);
+                tx_cpu[i].push(ns);
             }
         }
         println!(
-            "\n{:<46} {:>9} {:>7} {:>8}  delivered, each repetition (Mpps)",
-            "case", "delivered", "ratio", "sent"
+            "\n{:<46} {:>9} {:>7} {:>8} {:>8}  delivered, each repetition (Mpps)",
+            "case", "delivered", "ratio", "sent", "ns/pkt"
         );
         // Each RX row against recvmmsg with the same peer and veth setting.
         for (i, ((name, _, _, _, base), results)) in rx_cases.iter().zip(&rx_results).enumerate() {
             let m = median(&mut results.clone());
             let base = median(&mut rx_results[*base].clone());
             println!(
-                "{name:<46} {m:>9.3} {:>6.2}x {:>8.3}  {:?}",
+                "{name:<46} {m:>9.3} {:>6.2}x {:>8.3} {:>8.0}  {:?}",
                 m / base,
                 median(&mut rx_offered[i].clone()),
+                median(&mut rx_cpu[i].clone()),
                 results
                     .iter()
                     .map(|v| (v * 1000.0).round() / 1000.0)
@@ -621,15 +689,24 @@ mod bench {
         for (i, ((name, _), results)) in tx_cases.iter().zip(&tx_results).enumerate() {
             let m = median(&mut results.clone());
             println!(
-                "{name:<46} {m:>9.3} {:>6.2}x {:>8.3}  {:?}",
+                "{name:<46} {m:>9.3} {:>6.2}x {:>8.3} {:>8.0}  {:?}",
                 m / tx_base,
                 median(&mut tx_offered[i].clone()),
+                median(&mut tx_cpu[i].clone()),
                 results
                     .iter()
                     .map(|v| (v * 1000.0).round() / 1000.0)
                     .collect::<Vec<_>>()
             );
         }
-        println!("(ratios: RX against recvmmsg with the same peer, TX against sendmmsg)");
+        println!(
+            "(ratios: RX against recvmmsg with the same peer, TX against sendmmsg; ns/pkt: CPU \
+             time of the contender's thread per packet it received or sent{})",
+            if sleep {
+                ", contenders sleeping when idle"
+            } else {
+                ", busy-polling"
+            }
+        );
     }
 }

@@ -736,3 +736,60 @@ fn two_queues_share_the_port_by_flow() {
     .unwrap();
     assert!(ip(&["-n", &lab.a, "link", "set", "vx0", "up"]).is_err());
 }
+
+/// A worker that sleeps on `poll_fd` after an empty batch is woken for datagrams that
+/// arrive after the buffer ring ran out: the queue re-arms its receive as soon as it reaps
+/// the completion that ended it, even in a batch that yields no frame.
+#[test]
+fn sleeping_worker_is_woken_after_the_ring_ran_out() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("rearm");
+    let local = SocketAddr::new(IpAddr::V4(A_V4), PORT);
+    let mut config = UringConfig::new(local);
+    config.rx_buffers = 16;
+    let (mut rx, _tx) = open_in(&lab.a, config).expect("open");
+    let peer = plain_socket_in(&lab.b, SocketAddr::new(IpAddr::V4(B_V4), 0));
+    let (_, datagram) = encapsulate(
+        &template(IpAddr::V4(B_V4), IpAddr::V4(A_V4), Vni::new(3).unwrap()),
+        &inner_frame(0),
+    );
+    // Armed, then more datagrams than buffers.
+    assert_eq!(rx.recv(&mut Vec::new(), 16).unwrap(), 0);
+    let sent = 500;
+    for _ in 0..sent {
+        peer.send_to(&datagram, local).unwrap();
+    }
+    let start = Instant::now();
+    let mut got = 0;
+    let mut sleeps = 0;
+    while got < sent && start.elapsed() < Duration::from_secs(20) {
+        let count = {
+            let mut frames = Vec::new();
+            // Batches of exactly the ring's size: the completion that ends the receive
+            // comes alone in the next batch.
+            rx.recv(&mut frames, 16).unwrap()
+        };
+        rx.release();
+        got += count;
+        if count == 0 {
+            sleeps += 1;
+            wait_readable(&rx, Duration::from_secs(10));
+        }
+    }
+    let elapsed = start.elapsed();
+    eprintln!(
+        "{got} in {elapsed:?}, {sleeps} sleeps, ring ran out {} times",
+        rx.ring_exhausted()
+    );
+    assert_eq!(got, sent);
+    assert!(
+        rx.ring_exhausted() > 0,
+        "the ring never ran out: the test tested nothing"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "slept through arrivals: {elapsed:?}"
+    );
+}

@@ -866,19 +866,7 @@ impl UringRx {
 
     /// Submits the multishot receive.
     fn arm(&mut self) -> io::Result<()> {
-        let entry =
-            opcode::RecvMsgMulti::new(types::Fixed(0), ptr::from_ref(&*self.msghdr), BUFFER_GROUP)
-                .build()
-                .user_data(RECV_TAG);
-        // SAFETY: the msghdr is boxed, owned by `self`, and lives as long as the ring; the
-        // buffers it selects belong to the registered buffer ring.
-        unsafe {
-            self.ring
-                .submission()
-                .push(&entry)
-                .map_err(|_| io::Error::other("submission queue full"))?;
-        }
-        self.ring.submit()?;
+        arm_receive(&mut self.ring, &self.msghdr)?;
         self.armed = true;
         Ok(())
     }
@@ -920,6 +908,22 @@ impl UringRx {
         // SAFETY: the caller's contract: inside the mapping, and not aliased.
         unsafe { slice::from_raw_parts_mut(buffers.buffer(bid), buffers.buffer_size) }
     }
+}
+
+/// Submits the multishot receive on `ring`, with `msghdr` (which must live as long as it).
+fn arm_receive(ring: &mut IoUring, msghdr: &libc::msghdr) -> io::Result<()> {
+    let entry = opcode::RecvMsgMulti::new(types::Fixed(0), ptr::from_ref(msghdr), BUFFER_GROUP)
+        .build()
+        .user_data(RECV_TAG);
+    // SAFETY: the msghdr is the queue's boxed one, which lives as long as the ring; the
+    // buffers the request selects belong to the registered buffer ring.
+    unsafe {
+        ring.submission()
+            .push(&entry)
+            .map_err(|_| io::Error::other("submission queue full"))?;
+    }
+    ring.submit()?;
+    Ok(())
 }
 
 /// Reads the sender, TOS, GRO segment size and drop counter from a multishot `RECVMSG`
@@ -1144,8 +1148,10 @@ impl RxQueue for UringRx {
             self.arm()?;
         } else {
             let submission = self.ring.submission();
-            if submission.taskrun() || submission.cq_overflow() {
-                drop(submission);
+            // Enter the kernel only when the completions already there are not enough.
+            let flagged = submission.taskrun() || submission.cq_overflow();
+            drop(submission);
+            if flagged && self.ring.completion().len() < max {
                 // Runs the flagged completion work (one system call for whatever arrived
                 // since the last), and moves overflowed completions into the ring.
                 self.ring.submit()?;
@@ -1281,6 +1287,15 @@ impl RxQueue for UringRx {
             }
         }
         drop(completions);
+        // The multishot receive ended (its last completion is reaped, so every buffer not
+        // held here is back in the ring): arm it again now if the ring has buffers, not at
+        // the next call. A worker that sleeps on `poll_fd` after an empty batch would
+        // otherwise sleep with nothing armed while datagrams pile up in the socket.
+        let owned = held.len() + usize::from(partial.is_some());
+        if !*armed && owned < usize::from(buffers.count) {
+            arm_receive(ring, msghdr)?;
+            *armed = true;
+        }
         Ok(added)
     }
 
