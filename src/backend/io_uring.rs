@@ -44,40 +44,50 @@
 //!   many distinct 5-tuples as sockets but splits GSO batches by flow.
 //!
 //! This backend keeps the single socket: it is what UDP GSO and GRO need to pay off (one
-//! 5-tuple: one super-datagram for a whole batch; measured below at 15x the packet rate of
-//! `sendmmsg` on transmit and 10x `recvmmsg` on receive, against about 1x without them), and
+//! 5-tuple: one super-datagram for a whole batch; measured below at 14x to 17x the packet
+//! rate of `sendmmsg` on transmit and 9x to 12x `recvmmsg` on receive, against 0.65x to 0.95x
+//! without them), and
 //! on a single underlay link, as between two hosts or two namespaces, there is nothing to
 //! balance. Where the underlay has ECMP paths, use the AF_PACKET underlay, which keeps the
 //! per-flow ports.
 //!
 //! # Measured
 //!
-//! `examples/uring-bench.rs`, 64-byte UDP payloads over a veth pair between two namespaces,
-//! 2 vCPUs shared with other builds (load average 3.5 during the run), 5 repetitions of
-//! 1.5 s, medians of the packets delivered per second, ratios against `recvmmsg` with the
-//! same peer / `sendmmsg`:
+//! `examples/uring-bench.rs --sleep`: 64-byte UDP payloads over a veth pair between two
+//! namespaces, receiving contenders sleeping when idle, 2 vCPUs shared with two other
+//! engineers' builds (load average 6 to 7 during the run: rates move by 2x from one
+//! repetition to the next; the CPU time per packet of the contender's thread moves less).
+//! 5 repetitions of 1.5 s, medians; ratios of delivered packets per second against
+//! `recvmmsg` with the same peer, or against `sendmmsg`:
 //!
-//! | case | Mpps | ratio |
-//! |---|---|---|
-//! | RX `recvmmsg`, peer `sendmmsg` | 0.107 | 1.00 |
-//! | RX io_uring, peer `sendmmsg` | 0.105 | 0.98 |
-//! | RX `recvmmsg`, peer `sendmmsg`, veth GRO | 0.143 | 1.00 |
-//! | RX io_uring + `UDP_GRO`, peer `sendmmsg`, veth GRO | 0.152 | 1.06 |
-//! | RX `recvmmsg`, peer GSO | 0.377 | 1.00 |
-//! | RX io_uring, peer GSO | 0.346 | 0.92 |
-//! | RX io_uring without ECN, peer GSO | 0.375 | 1.00 |
-//! | RX io_uring with DEFER_TASKRUN, peer GSO | 0.298 | 0.79 |
-//! | RX io_uring + `UDP_GRO`, peer GSO | 3.679 | 9.77 |
-//! | TX `sendmmsg` | 0.120 | 1.00 |
-//! | TX io_uring | 0.109 | 0.91 |
-//! | TX io_uring, `SENDMSG_ZC` | 0.088 | 0.73 |
-//! | TX io_uring + `UDP_SEGMENT` | 1.809 | 15.09 |
+//! | case | Mpps | ratio | ns of CPU per packet |
+//! |---|---|---|---|
+//! | RX `recvmmsg` (64 per call, with the sender's address), peer GSO | 0.313 | 1.00 | 1211 |
+//! | RX io_uring, peer GSO | 0.220 | 0.70 | 1668 |
+//! | RX io_uring without ECN, peer GSO | 0.205 | 0.65 | 1586 |
+//! | RX io_uring with DEFER_TASKRUN, peer GSO | 0.211 | 0.67 | 1571 |
+//! | RX io_uring + `UDP_GRO`, peer GSO | 3.664 | 11.70 | 89 |
+//! | RX `recvmmsg`, peer `sendmmsg`, veth GRO | 0.081 | 1.00 | (peer-bound) |
+//! | RX io_uring + `UDP_GRO`, peer `sendmmsg`, veth GRO | 0.098 | 1.21 | (peer-bound) |
+//! | TX `sendmmsg` (64 per call) | 0.057 | 1.00 | 5840 |
+//! | TX io_uring (64 `send`s, one `flush`) | 0.053 | 0.93 | 5879 |
+//! | TX io_uring, `SENDMSG_ZC` | 0.047 | 0.83 | 6190 |
+//! | TX io_uring + `UDP_SEGMENT` | 0.972 | 17.11 | 172 |
 //!
-//! Datagram by datagram, the io_uring underlay is as fast as `recvmmsg`/`sendmmsg`, within
-//! this machine's noise (0.8x to 1.05x from run to run): on a veth the receiving side's
-//! kernel work runs in the sender's softirq, and the rows with a `sendmmsg` peer are the
-//! peer's limit. What pays is the offloads: with a GSO peer and `UDP_GRO`, and with
-//! `UDP_SEGMENT` on transmit, one buffer and one completion carry up to 64 datagrams.
+//! Busy-polling contenders, same machine a few minutes earlier: RX io_uring 0.81x
+//! `recvmmsg` (peer GSO), with `UDP_GRO` 8.7x; TX io_uring 0.85x `sendmmsg`, with GSO 13.9x;
+//! in a quieter run before: 0.92x, 9.8x, 0.91x and 15.1x.
+//!
+//! So: datagram by datagram, the io_uring underlay does not beat `recvmmsg`/`sendmmsg` on
+//! this machine; it receives at 0.65x to 0.95x of `recvmmsg` and costs 20 to 40 % more CPU
+//! per datagram (a profile puts the difference in the kernel: the multishot receive runs as
+//! task work, one `recvmsg` per datagram, contending with the sender for the socket's queue
+//! lock; the user-space part, parsing and the synthetic headers, is under 5 %). It sends at
+//! 0.85x to 0.95x of `sendmmsg`. What pays is the offloads, which a single socket makes
+//! possible: with a GSO peer and `UDP_GRO`, and with `UDP_SEGMENT` on transmit, one buffer
+//! and one completion carry up to 64 datagrams, 9x to 17x the packet rate. On a veth the
+//! receiving side's kernel work runs in the sender's softirq, so rows with a `sendmmsg` peer
+//! measure the peer.
 //!
 //! # Received VXLAN goes to us, and only to us
 //!
@@ -107,11 +117,11 @@
 //! | `IP_TOS` / `IPV6_TCLASS` control message | the outer TOS the core chose (DSCP and ECN) |
 //! | `IORING_OP_RECVMSG` multishot + `IORING_REGISTER_PBUF_RING` | one request receives until the ring of buffers runs out; no per-datagram submission; re-armed when the kernel ends it |
 //! | `IORING_OP_SENDMSG`, one `io_uring_enter` per batch | batched transmission |
-//! | `IORING_OP_SENDMSG_ZC` ([`UringConfig::send_zerocopy`], off) | measured 0.55x to 0.75x of `SENDMSG` for 64-byte datagrams: pinning and the second completion cost more than the copy |
+//! | `IORING_OP_SENDMSG_ZC` ([`UringConfig::send_zerocopy`], off) | measured 0.55x to 0.9x of `SENDMSG` for 64-byte datagrams: pinning and the second completion cost more than the copy |
 //! | `IORING_OP_ASYNC_CANCEL` | stop the multishot receive before the buffers are unmapped |
 //! | registered file (`IORING_REGISTER_FILES`) | no file table lookup per request; unregistered on drop, so that the port is free at once |
 //! | `IORING_SETUP_COOP_TASKRUN` + `IORING_SETUP_TASKRUN_FLAG` | no inter-processor interrupt per arrival: the worker runs the flagged receive work at its next `recv` |
-//! | `IORING_SETUP_DEFER_TASKRUN` + `SINGLE_ISSUER` + `R_DISABLED` ([`UringConfig::defer_taskrun`], off) | measured no faster (0.8x to 0.95x), and it binds the queue to a thread |
+//! | `IORING_SETUP_DEFER_TASKRUN` + `SINGLE_ISSUER` + `R_DISABLED` ([`UringConfig::defer_taskrun`], off) | measured no faster than cooperative task running, within noise, and it binds the queue to a thread |
 //! | `IORING_REGISTER_PROBE` | fail at start, naming the missing operation |
 //!
 //! Not used: registered buffers (only the `SEND`/`SEND_ZC` opcodes take a fixed buffer;
