@@ -747,7 +747,10 @@ struct Received {
 /// datagrams the kernel dropped at the socket.
 ///
 /// The multishot receive is armed at the first [`RxQueue::recv`], by the calling thread
-/// (datagrams that arrive before wait in the socket).
+/// (datagrams that arrive before wait in the socket). The kernel runs the receive's
+/// completion work in that thread, when it next enters the kernel: keep the queue on the
+/// thread that first receives with it (one worker, one queue, as [`open_queues`] gives).
+/// It may be opened on another thread, and moved before its first `recv`.
 pub struct UringRx {
     // Dropped first: the ring (whose requests write into `buffers`) before the mappings.
     ring: IoUring,
