@@ -31,6 +31,8 @@ use std::vec::Vec;
 pub mod af_packet;
 #[cfg(feature = "af-packet")]
 pub mod host;
+#[cfg(feature = "io-uring")]
+pub mod io_uring;
 pub mod memory;
 pub mod netns;
 mod offload;
