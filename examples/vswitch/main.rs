@@ -24,8 +24,22 @@ mod maglev;
 mod metrics;
 #[cfg(feature = "af-packet")]
 mod run;
-#[cfg(feature = "af-packet")]
+#[cfg(all(feature = "af-packet", feature = "io-uring"))]
 mod uring;
+#[cfg(all(feature = "af-packet", not(feature = "io-uring")))]
+mod uring {
+    //! Built without the `io-uring` feature.
+    pub fn open_underlays(
+        _: &crate::config::File,
+        _: switchyard::wire::EthernetAddress,
+        _: usize,
+    ) -> std::io::Result<Vec<switchyard::backend::Port>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "built without the io-uring feature: rebuild with --features af-packet,io-uring",
+        ))
+    }
+}
 
 use std::process::ExitCode;
 

@@ -243,12 +243,16 @@ impl Generation {
     /// Opens every port for every worker and starts the threads; `workers[i]` is worker
     /// i's state from a previous generation, if any.
     fn start(shared: &Arc<Shared>, workers: Vec<Option<Worker>>) -> Result<Generation, String> {
-        let (file, bindings) = {
+        let (file, bindings, local_mac) = {
             let running = shared
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            (running.file.clone(), running.config.ports.clone())
+            (
+                running.file.clone(),
+                running.config.ports.clone(),
+                running.config.switch.underlay.local_mac,
+            )
         };
         let underlay = &file.underlay;
         let guard = match underlay.backend {
@@ -260,14 +264,23 @@ impl Generation {
         };
         let fanout_base = (std::process::id() as u16).wrapping_mul(31);
         let count = workers.len();
+        let fanout = |n: usize| (count > 1).then(|| fanout_base.wrapping_add(n as u16));
+        let mut underlays: Vec<Port> = match underlay.backend {
+            BackendKind::AfPacket => (0..count)
+                .map(|_| open_underlay(&file, fanout(0)))
+                .collect::<io::Result<_>>(),
+            BackendKind::IoUring => crate::uring::open_underlays(&file, local_mac, count),
+        }
+        .map_err(|e| format!("underlay {}: {e}", underlay.interface))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (index, previous) in workers.into_iter().enumerate() {
-            let fanout = |n: usize| (count > 1).then(|| fanout_base.wrapping_add(n as u16));
             let mut ports = Vec::new();
             let mut names = Vec::new();
-            let underlay_port = open_underlay(&file, fanout(0)).map_err(|e| e.to_string())?;
-            ports.push(underlay_port);
+            if underlays.is_empty() {
+                return Err("no underlay queue left for a worker".into());
+            }
+            ports.push(underlays.remove(0));
             names.push("underlay".to_owned());
             for (n, binding) in bindings.iter().enumerate() {
                 ports.push(
@@ -330,17 +343,12 @@ fn open_port(binding: &PortBinding, fanout: Option<u16>) -> io::Result<Port> {
 }
 
 fn open_underlay(file: &File, fanout: Option<u16>) -> io::Result<Port> {
-    match file.underlay.backend {
-        BackendKind::AfPacket => {
-            let config = af_packet(&file.underlay.interface, fanout);
-            Ok(Port::new(
-                Ingress::Underlay,
-                Box::new(AfPacketRx::open(&config)?),
-                Box::new(AfPacketTx::open(&config)?),
-            ))
-        }
-        BackendKind::IoUring => crate::uring::open_underlay(file),
-    }
+    let config = af_packet(&file.underlay.interface, fanout);
+    Ok(Port::new(
+        Ingress::Underlay,
+        Box::new(AfPacketRx::open(&config)?),
+        Box::new(AfPacketTx::open(&config)?),
+    ))
 }
 
 fn worker_thread(
