@@ -111,7 +111,11 @@ fn main() -> ExitCode {
 
 #[cfg(feature = "af-packet")]
 fn run(path: &std::path::Path) -> ExitCode {
+    use std::io::IsTerminal;
+    // Logs go to stderr (stdout stays for output), coloured only on a terminal.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub queues: Vec<(String, QueueStats, QueueStats)>,
     /// Per VNI with services: tracked flows and conntrack counters.
     pub conntrack: Vec<(Vni, usize, ConnTrackCounters)>,
+    /// Per VNI and backend: tracked flows (refreshed every few seconds: a table walk).
+    pub backend_flows: Vec<(Vni, std::net::SocketAddr, usize)>,
 }
 
 /// The running configuration: the file as loaded, what it became, and the port numbers.
@@ -81,9 +83,12 @@ impl Shared {
     pub fn apply(&self, file: File) -> Result<(bool, Vec<String>), String> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ids = running.ids.clone();
-        let config = file
+        let mut config = file
             .to_config(&running.host, &mut ids)
             .map_err(|e| e.to_string())?;
+        // The hash seeds were drawn at start; the file does not carry them.
+        config.switch.fdb.hash_seed = running.config.switch.fdb.hash_seed;
+        config.switch.lb.conntrack.hash_seed = running.config.switch.lb.conntrack.hash_seed;
         let changes = self
             .switch
             .reconfigure(config.switch.clone())
@@ -365,19 +370,31 @@ fn worker_thread(
     let mut idle = 0u32;
     let mut next_publish = shared.now();
     let publish_every = switchyard::time::Duration::from_millis(250);
+    let mut publishes = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = shared.now();
         if now >= next_publish || stopping {
             next_publish = now.saturating_add(publish_every);
-            let snapshot = snapshot(&mut lp, &ingresses, &names);
+            // The per-backend walk of the connection table every 2 s, the rest every 250 ms.
+            let walk = publishes.is_multiple_of(8) || stopping;
+            publishes += 1;
+            let snapshot = snapshot(&mut lp, &ingresses, &names, walk.then_some(now));
             if let Some(slot) = shared
                 .snapshots
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get_mut(index)
             {
-                *slot = snapshot;
+                let backend_flows = if walk {
+                    snapshot.backend_flows.clone()
+                } else {
+                    core::mem::take(&mut slot.backend_flows)
+                };
+                *slot = Snapshot {
+                    backend_flows,
+                    ..snapshot
+                };
             }
         }
         if stopping {
@@ -396,7 +413,12 @@ fn worker_thread(
     Some(worker)
 }
 
-fn snapshot(lp: &mut WorkerLoop<'_>, ingresses: &[Ingress], names: &[String]) -> Snapshot {
+fn snapshot(
+    lp: &mut WorkerLoop<'_>,
+    ingresses: &[Ingress],
+    names: &[String],
+    walk_at: Option<Instant>,
+) -> Snapshot {
     let queues = ingresses
         .iter()
         .zip(names)
@@ -419,6 +441,19 @@ fn snapshot(lp: &mut WorkerLoop<'_>, ingresses: &[Ingress], names: &[String]) ->
             .lb_states()
             .map(|(vni, state)| (vni, state.conntrack.len(), state.conntrack.counters()))
             .collect(),
+        backend_flows: match walk_at {
+            Some(now) => worker
+                .lb_states()
+                .flat_map(|(vni, state)| {
+                    state
+                        .conntrack
+                        .flows_per_backend(now)
+                        .into_iter()
+                        .map(move |(backend, flows)| (vni, backend, flows))
+                })
+                .collect(),
+            None => Vec::new(),
+        },
     }
 }
 
