@@ -335,6 +335,54 @@ fn run_ctl_metrics_capture_reload_and_stop() {
         "still forwarding after a refused reload"
     );
 
+    // SIGHUP adding a port whose interface does not exist yet: refused, the old ports
+    // reopened, traffic goes on.
+    let refusals = || {
+        std::fs::read_to_string(&log_path)
+            .map(|l| l.matches("reload refused").count())
+            .unwrap_or(0)
+    };
+    let before = refusals();
+    let with_pod_c = "[[port]]\nname = \"pod-c\"\ninterface = \"pod-c\"\nvni = 42\n";
+    std::fs::write(&path, config(work, with_pod_c)).unwrap();
+    netns_lab::run(&["kill", "-HUP", &pid]);
+    wait_for("the refused port change", Duration::from_secs(10), || {
+        refusals() > before
+    });
+    let ping = lab.exec(&pod_a, &["ping", "-c", "3", "-i", "0.3", "-W", "2", "198.19.0.2"]);
+    assert!(
+        ping.status.success(),
+        "forwarding on the reopened ports: {}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    // With the interface there, the same file is taken: the new port switches.
+    let pod_c = lab.namespace("podC", false);
+    lab.veth(&pod_c, "eth0", &node_a, "pod-c");
+    lab.ip(&pod_c, &["link", "set", "eth0", "mtu", "1450"]);
+    lab.ip(&pod_c, &["addr", "add", "198.19.0.3/24", "dev", "eth0"]);
+    netns_lab::run(&["kill", "-HUP", &pid]);
+    wait_for("port pod-c", Duration::from_secs(10), || {
+        ctl(&socket, &["show", "ports"])
+            .is_ok_and(|p| p.as_array().unwrap().iter().any(|p| p["name"] == "pod-c"))
+    });
+    let ping = lab.exec(
+        &pod_c,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.19.0.2"],
+    );
+    assert!(
+        ping.status.success(),
+        "pod C reaches pod B through the new port: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // The learned entries of the old ports survived the restart of the workers.
+    assert!(ctl(&socket, &["show", "fdb"])
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["mac"] == "02-00-00-00-00-01" && e["destination"] == "port pod-a"));
+
     // SIGTERM: a clean stop, the socket removed.
     netns_lab::run(&["kill", "-TERM", &pid]);
     let start = Instant::now();

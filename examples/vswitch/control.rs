@@ -447,7 +447,7 @@ fn change(shared: &Shared, add: bool, what: &str, request: &Value) -> Result<Val
             ))
         }
     }
-    let (_, moved) = shared.apply(file)?;
+    let moved = shared.apply(file)?;
     Ok(json!({"applied": true, "services_moved": moved}))
 }
 
