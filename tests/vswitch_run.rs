@@ -349,7 +349,10 @@ fn run_ctl_metrics_capture_reload_and_stop() {
     wait_for("the refused port change", Duration::from_secs(10), || {
         refusals() > before
     });
-    let ping = lab.exec(&pod_a, &["ping", "-c", "3", "-i", "0.3", "-W", "2", "198.19.0.2"]);
+    let ping = lab.exec(
+        &pod_a,
+        &["ping", "-c", "3", "-i", "0.3", "-W", "2", "198.19.0.2"],
+    );
     assert!(
         ping.status.success(),
         "forwarding on the reopened ports: {}\n{}",

@@ -28,7 +28,7 @@ use switchyard::switch::{Ingress, Switch, SwitchCounters, Worker};
 use switchyard::time::Instant;
 use switchyard::wire::EthernetAddress;
 use switchyard::Vni;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::capture::{CaptureRx, CaptureTx, Pcap};
 use crate::config::{self, BackendKind, Config, File, HostFacts, PortBinding, PortIds};
@@ -223,6 +223,14 @@ pub fn run(path: &Path) -> Result<(), String> {
     config.switch.lb.conntrack.hash_seed = random_seed();
     let switch = Switch::new(config.switch.clone()).map_err(|e| e.to_string())?;
     let workers = file.switch.workers;
+    if workers > 1 && !file.service.is_empty() {
+        warn!(
+            workers,
+            "services with more than one worker: the kernel's fanout may hand a connection's \
+             replies to another worker than its requests, which cannot translate them; \
+             use workers = 1 with services"
+        );
+    }
     let shared = Arc::new(Shared {
         switch,
         path: path.to_owned(),
@@ -436,6 +444,9 @@ fn open_all(
 fn af_packet(interface: &str, fanout: Option<u16>) -> AfPacketConfig {
     AfPacketConfig {
         fanout,
+        // A TPACKET_V3 block reaches us when it is full or this old: at a trickle (a ping)
+        // it is the latency of each hop through the switch, so the smallest the kernel takes.
+        rx_block_timeout_ms: 1,
         ..AfPacketConfig::new(interface)
     }
 }
