@@ -3,7 +3,8 @@
 # node B the Linux kernel's bridge + VXLAN device (what Flannel programs). A pod on each node,
 # a ping across, the forwarding table and counters, then everything is removed.
 #
-#   sudo examples/netns-quickstart.sh            (builds the example first)
+#   sudo examples/netns-quickstart.sh                     (builds the example first)
+#   sudo BACKEND=io-uring examples/netns-quickstart.sh    (the io_uring underlay)
 #
 # Addresses: underlay 198.18.0.1-2/24, pods 198.19.0.1-2/24 (RFC 2544's benchmarking range).
 set -euo pipefail
@@ -65,6 +66,7 @@ control_socket = "$work/vswitch.sock"
 [underlay]
 interface = "ul0"
 local_ip = "198.18.0.1"
+backend = "${BACKEND:-af-packet}"
 df = "unset"
 
 [[vni]]

@@ -184,6 +184,24 @@ fn service_spreads_connections_and_survives_a_backend_removal() {
             BACKEND_PORT
         ))
     );
+    // Per backend, as metrics show it: every connection is tracked, on the backend it went
+    // to (the removed backend's flows stay tracked until they move or expire).
+    let per_backend = state.conntrack.flows_per_backend(now);
+    assert_eq!(
+        per_backend.values().sum::<usize>(),
+        2 * usize::from(CONNECTIONS)
+    );
+    for (backend, flows) in &per_backend {
+        let host = BACKENDS
+            .iter()
+            .find(|&&b| IpAddr::V4(host_ip(b)) == backend.ip())
+            .expect("a backend of the service");
+        let expected = placed.values().filter(|&&b| b == *host).count();
+        assert!(
+            *flows >= expected,
+            "{backend}: {flows} flows, {expected} placed before"
+        );
+    }
     for node in &lab.cluster.nodes[1..] {
         let (_, state) = node.worker.lb_states().next().expect("a load balancer");
         assert_eq!(state.conntrack.counters().misses, 0);

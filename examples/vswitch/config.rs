@@ -557,10 +557,18 @@ impl File {
             underlay: UnderlayConfig {
                 local_ip: u.local_ip,
                 local_mac,
-                next_hop: NextHop::Resolve {
-                    prefix_len,
-                    gateway: u.gateway,
-                    supplied: Vec::new(),
+                next_hop: match u.backend {
+                    // AF_PACKET owns the underlay's link layer: the switch resolves next hops.
+                    BackendKind::AfPacket => NextHop::Resolve {
+                        prefix_len,
+                        gateway: u.gateway,
+                        supplied: Vec::new(),
+                    },
+                    // A UDP socket: the kernel routes and resolves; the MAC is not used.
+                    BackendKind::IoUring => NextHop::Static {
+                        default: local_mac,
+                        per_vtep: Vec::new(),
+                    },
                 },
                 encap,
                 decap,

@@ -279,6 +279,12 @@ fn show(shared: &Shared, what: &str) -> Result<Value, String> {
                 .enumerate()
                 .flat_map(|(worker, s)| {
                     s.conntrack.iter().map(move |(vni, flows, c)| {
+                        let backends: Map<String, Value> = s
+                            .backend_flows
+                            .iter()
+                            .filter(|(v, _, _)| v == vni)
+                            .map(|(_, backend, n)| (backend.to_string(), json!(n)))
+                            .collect();
                         json!({
                             "worker": worker,
                             "vni": vni.get(),
@@ -290,6 +296,7 @@ fn show(shared: &Shared, what: &str) -> Result<Value, String> {
                             "evictions_unreplied": c.evictions_unreplied,
                             "evictions_replied": c.evictions_replied,
                             "expired": c.expired,
+                            "flows_per_backend": backends,
                         })
                     })
                 })
@@ -440,7 +447,7 @@ fn change(shared: &Shared, add: bool, what: &str, request: &Value) -> Result<Val
             ))
         }
     }
-    let (_, moved) = shared.apply(file)?;
+    let moved = shared.apply(file)?;
     Ok(json!({"applied": true, "services_moved": moved}))
 }
 

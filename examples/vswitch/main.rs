@@ -24,8 +24,22 @@ mod maglev;
 mod metrics;
 #[cfg(feature = "af-packet")]
 mod run;
-#[cfg(feature = "af-packet")]
+#[cfg(all(feature = "af-packet", feature = "io-uring"))]
 mod uring;
+#[cfg(all(feature = "af-packet", not(feature = "io-uring")))]
+mod uring {
+    //! Built without the `io-uring` feature.
+    pub fn open_underlays(
+        _: &crate::config::File,
+        _: switchyard::wire::EthernetAddress,
+        _: usize,
+    ) -> std::io::Result<Vec<switchyard::backend::Port>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "built without the io-uring feature: rebuild with --features af-packet,io-uring",
+        ))
+    }
+}
 
 use std::process::ExitCode;
 
@@ -97,7 +111,11 @@ fn main() -> ExitCode {
 
 #[cfg(feature = "af-packet")]
 fn run(path: &std::path::Path) -> ExitCode {
+    use std::io::IsTerminal;
+    // Logs go to stderr (stdout stays for output), coloured only on a terminal.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

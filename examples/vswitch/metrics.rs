@@ -183,6 +183,22 @@ pub fn render(shared: &Shared) -> String {
                 .collect(),
         );
     }
+    let mut per_backend: std::collections::BTreeMap<(u32, std::net::SocketAddr), u64> =
+        Default::default();
+    for s in &snapshots {
+        for (vni, backend, n) in &s.backend_flows {
+            *per_backend.entry((vni.get(), *backend)).or_default() += *n as u64;
+        }
+    }
+    family(
+        "switchyard_backend_flows",
+        "gauge",
+        "Tracked service flows per backend (refreshed every 2 s).",
+        per_backend
+            .iter()
+            .map(|((vni, backend), n)| (format!("{{vni=\"{vni}\",backend=\"{backend}\"}}"), *n))
+            .collect(),
+    );
     let queue = |pick: fn(&switchyard::backend::QueueStats) -> u64, rx: bool| {
         let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
         for s in &snapshots {

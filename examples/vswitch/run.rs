@@ -28,7 +28,7 @@ use switchyard::switch::{Ingress, Switch, SwitchCounters, Worker};
 use switchyard::time::Instant;
 use switchyard::wire::EthernetAddress;
 use switchyard::Vni;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::capture::{CaptureRx, CaptureTx, Pcap};
 use crate::config::{self, BackendKind, Config, File, HostFacts, PortBinding, PortIds};
@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub queues: Vec<(String, QueueStats, QueueStats)>,
     /// Per VNI with services: tracked flows and conntrack counters.
     pub conntrack: Vec<(Vni, usize, ConnTrackCounters)>,
+    /// Per VNI and backend: tracked flows (refreshed every few seconds: a table walk).
+    pub backend_flows: Vec<(Vni, std::net::SocketAddr, usize)>,
 }
 
 /// The running configuration: the file as loaded, what it became, and the port numbers.
@@ -75,22 +77,50 @@ impl Shared {
             .clone()
     }
 
-    /// Applies a new file: checked, translated, and given to the switch; on success the
-    /// running configuration is the new one. Returns whether the ports changed (the workers
-    /// must reopen them) and a line per service whose Maglev table moved.
-    pub fn apply(&self, file: File) -> Result<(bool, Vec<String>), String> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Checks a new file and translates it, changing nothing: what [`Shared::commit`] then
+    /// applies. Refuses what only a restart can change (the forwarding table's bounds, the
+    /// load balancer's settings).
+    pub fn prepare(&self, file: File) -> Result<Prepared, String> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ids = running.ids.clone();
-        let config = file
+        let mut config = file
             .to_config(&running.host, &mut ids)
             .map_err(|e| e.to_string())?;
-        let changes = self
-            .switch
-            .reconfigure(config.switch.clone())
-            .map_err(|e| e.to_string())?;
+        // The hash seeds were drawn at start; the file does not carry them.
+        config.switch.fdb.hash_seed = running.config.switch.fdb.hash_seed;
+        config.switch.lb.conntrack.hash_seed = running.config.switch.lb.conntrack.hash_seed;
+        if config.switch.fdb != running.config.switch.fdb {
+            return Err("switch.fdb_capacity cannot change while the switch runs".into());
+        }
+        if config.switch.lb != running.config.switch.lb {
+            return Err("switch.workers cannot change while the switch runs".into());
+        }
         let ports_changed = config.ports != running.config.ports
             || file.underlay.interface != running.file.underlay.interface
-            || file.underlay.backend != running.file.underlay.backend;
+            || file.underlay.backend != running.file.underlay.backend
+            || file.underlay.local_ip != running.file.underlay.local_ip
+            || file.underlay.udp_port != running.file.underlay.udp_port;
+        Ok(Prepared {
+            setup: Setup {
+                file: file.clone(),
+                bindings: config.ports.clone(),
+                local_mac: config.switch.underlay.local_mac,
+            },
+            file,
+            config,
+            ids,
+            ports_changed,
+        })
+    }
+
+    /// Gives a prepared configuration to the switch; on success it is the running one.
+    /// Returns a line per service whose Maglev table moved.
+    pub fn commit(&self, prepared: Prepared) -> Result<Vec<String>, String> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = self
+            .switch
+            .reconfigure(prepared.config.switch.clone())
+            .map_err(|e| e.to_string())?;
         let lines = changes
             .iter()
             .map(|c| {
@@ -101,13 +131,50 @@ impl Shared {
             })
             .collect();
         *running = Running {
-            file,
-            config,
-            ids,
+            file: prepared.file,
+            config: prepared.config,
+            ids: prepared.ids,
             host: running.host.clone(),
         };
-        Ok((ports_changed, lines))
+        Ok(lines)
     }
+
+    /// [`Shared::prepare`] then [`Shared::commit`], for changes that keep the ports (the
+    /// control socket's): refused if the ports would change.
+    pub fn apply(&self, file: File) -> Result<Vec<String>, String> {
+        let prepared = self.prepare(file)?;
+        if prepared.ports_changed {
+            return Err("port changes need a reload of the file (SIGHUP)".into());
+        }
+        self.commit(prepared)
+    }
+
+    /// What the workers of the running configuration open.
+    fn setup(&self) -> Setup {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        Setup {
+            file: running.file.clone(),
+            bindings: running.config.ports.clone(),
+            local_mac: running.config.switch.underlay.local_mac,
+        }
+    }
+}
+
+/// A checked configuration not applied yet.
+pub struct Prepared {
+    setup: Setup,
+    file: File,
+    config: Config,
+    ids: PortIds,
+    ports_changed: bool,
+}
+
+/// What a generation of workers opens: the underlay and the ports.
+#[derive(Clone)]
+struct Setup {
+    file: File,
+    bindings: Vec<PortBinding>,
+    local_mac: EthernetAddress,
 }
 
 /// Reads the interface's MAC, MTU and (with `ip`) the prefix length of `local_ip` on it.
@@ -156,6 +223,14 @@ pub fn run(path: &Path) -> Result<(), String> {
     config.switch.lb.conntrack.hash_seed = random_seed();
     let switch = Switch::new(config.switch.clone()).map_err(|e| e.to_string())?;
     let workers = file.switch.workers;
+    if workers > 1 && !file.service.is_empty() {
+        warn!(
+            workers,
+            "services with more than one worker: the kernel's fanout may hand a connection's \
+             replies to another worker than its requests, which cannot translate them; \
+             use workers = 1 with services"
+        );
+    }
     let shared = Arc::new(Shared {
         switch,
         path: path.to_owned(),
@@ -188,7 +263,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         info!(%listen, "metrics listening");
     }
 
-    let mut generation = Generation::start(&shared, (0..workers).map(|_| None).collect())?;
+    let mut generation = Generation::start(
+        &shared,
+        &shared.setup(),
+        (0..workers).map(|_| None).collect(),
+    )
+    .map_err(|(e, _)| e)?;
     info!(
         workers,
         config = %path.display(),
@@ -200,15 +280,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::Relaxed) {
-            match reload_file(&shared) {
-                Ok(true) => {
-                    info!("ports changed: restarting the workers (their state is kept)");
-                    let kept = generation.stop();
-                    generation = Generation::start(&shared, kept.into_iter().map(Some).collect())?;
-                }
-                Ok(false) => {}
-                Err(e) => error!("reload refused, running configuration kept: {e}"),
-            }
+            generation = reload_file(&shared, generation)?;
         }
     }
     info!("stopping");
@@ -219,16 +291,58 @@ pub fn run(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP: reads the file again and applies it; true if the ports changed.
-fn reload_file(shared: &Shared) -> Result<bool, String> {
-    let text = std::fs::read_to_string(&shared.path).map_err(|e| e.to_string())?;
-    let file = config::parse(&text).map_err(|e| e.to_string())?;
-    let (ports_changed, lines) = shared.apply(file)?;
-    info!("configuration reloaded");
-    for line in lines {
-        info!("{line}");
+/// SIGHUP: reads the file again and applies it. When its ports differ, the workers stop and
+/// start again on the new ports with their state; if a new port cannot be opened, the old
+/// ports are opened again and the file is refused. A refused file leaves everything as it
+/// was (logged); only failing to reopen the old ports ends the program.
+fn reload_file(shared: &Arc<Shared>, generation: Generation) -> Result<Generation, String> {
+    let prepared = std::fs::read_to_string(&shared.path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| config::parse(&text).map_err(|e| e.to_string()))
+        .and_then(|file| shared.prepare(file));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            error!("reload refused, running configuration kept: {e}");
+            return Ok(generation);
+        }
+    };
+    let log = |lines: Vec<String>| {
+        info!("configuration reloaded");
+        for line in lines {
+            info!("{line}");
+        }
+    };
+    if !prepared.ports_changed {
+        match shared.commit(prepared) {
+            Ok(lines) => log(lines),
+            Err(e) => error!("reload refused, running configuration kept: {e}"),
+        }
+        return Ok(generation);
     }
-    Ok(ports_changed)
+    info!("ports changed: restarting the workers on the new ports (their state is kept)");
+    let old = shared.setup();
+    let workers = generation.stop().into_iter().map(Some).collect();
+    let restart_old = |workers: Vec<Option<Worker>>| {
+        Generation::start(shared, &old, workers)
+            .map_err(|(e, _)| format!("cannot reopen the previous ports either: {e}"))
+    };
+    match Generation::start(shared, &prepared.setup.clone(), workers) {
+        Ok(new) => match shared.commit(prepared) {
+            Ok(lines) => {
+                log(lines);
+                Ok(new)
+            }
+            Err(e) => {
+                error!("reload refused, running configuration kept: {e}");
+                restart_old(new.stop().into_iter().map(Some).collect())
+            }
+        },
+        Err((e, workers)) => {
+            error!("reload refused, running configuration kept: {e}");
+            restart_old(workers)
+        }
+    }
 }
 
 /// The worker threads of one set of ports.
@@ -240,58 +354,42 @@ struct Generation {
 }
 
 impl Generation {
-    /// Opens every port for every worker and starts the threads; `workers[i]` is worker
-    /// i's state from a previous generation, if any.
-    fn start(shared: &Arc<Shared>, workers: Vec<Option<Worker>>) -> Result<Generation, String> {
-        let (file, bindings) = {
-            let running = shared
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            (running.file.clone(), running.config.ports.clone())
-        };
-        let underlay = &file.underlay;
-        let guard = match underlay.backend {
-            BackendKind::AfPacket => Some(
-                UnderlayGuard::bind(underlay.local_ip, underlay.udp_port)
-                    .map_err(|e| e.to_string())?,
-            ),
-            BackendKind::IoUring => None,
-        };
-        let fanout_base = (std::process::id() as u16).wrapping_mul(31);
-        let count = workers.len();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (index, previous) in workers.into_iter().enumerate() {
-            let fanout = |n: usize| (count > 1).then(|| fanout_base.wrapping_add(n as u16));
-            let mut ports = Vec::new();
-            let mut names = Vec::new();
-            let underlay_port = open_underlay(&file, fanout(0)).map_err(|e| e.to_string())?;
-            ports.push(underlay_port);
-            names.push("underlay".to_owned());
-            for (n, binding) in bindings.iter().enumerate() {
-                ports.push(
-                    open_port(binding, fanout(n + 1)).map_err(|e| {
-                        format!("port {} ({}): {e}", binding.name, binding.interface)
-                    })?,
-                );
-                names.push(binding.name.clone());
+    /// Opens every port for every worker, then starts the threads; `workers[i]` is worker
+    /// i's state from a previous generation, if any. On an error nothing runs and the
+    /// workers are given back.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        shared: &Arc<Shared>,
+        setup: &Setup,
+        workers: Vec<Option<Worker>>,
+    ) -> Result<Generation, (String, Vec<Option<Worker>>)> {
+        match open_all(setup, workers.len()) {
+            Ok((guard, ports)) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut threads = Vec::new();
+                for (index, (previous, (ports, names))) in
+                    workers.into_iter().zip(ports).enumerate()
+                {
+                    let worker = previous.unwrap_or_else(|| shared.switch.worker());
+                    let shared = Arc::clone(shared);
+                    let stop = Arc::clone(&stop);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("vswitch-worker-{index}"))
+                        .spawn(move || worker_thread(&shared, index, worker, ports, names, &stop));
+                    match spawned {
+                        Ok(thread) => threads.push(thread),
+                        Err(e) => error!("worker {index} could not start: {e}"),
+                    }
+                }
+                Ok(Generation {
+                    stop,
+                    threads,
+                    _guard: guard,
+                    port_count: setup.bindings.len(),
+                })
             }
-            let worker = previous.unwrap_or_else(|| shared.switch.worker());
-            let shared = Arc::clone(shared);
-            let stop = Arc::clone(&stop);
-            let thread = std::thread::Builder::new()
-                .name(format!("vswitch-worker-{index}"))
-                .spawn(move || worker_thread(&shared, index, worker, ports, names, &stop))
-                .map_err(|e| e.to_string())?;
-            threads.push(thread);
+            Err(e) => Err((e, workers)),
         }
-        Ok(Generation {
-            stop,
-            threads,
-            _guard: guard,
-            port_count: bindings.len(),
-        })
     }
 
     /// Stops the threads and gives their workers back.
@@ -304,9 +402,51 @@ impl Generation {
     }
 }
 
+/// Every worker's ports (with their names, the underlay first) and the underlay guard.
+#[allow(clippy::type_complexity)]
+fn open_all(
+    setup: &Setup,
+    count: usize,
+) -> Result<(Option<UnderlayGuard>, Vec<(Vec<Port>, Vec<String>)>), String> {
+    let file = &setup.file;
+    let underlay = &file.underlay;
+    let guard = match underlay.backend {
+        BackendKind::AfPacket => Some(
+            UnderlayGuard::bind(underlay.local_ip, underlay.udp_port).map_err(|e| e.to_string())?,
+        ),
+        BackendKind::IoUring => None,
+    };
+    let fanout_base = (std::process::id() as u16).wrapping_mul(31);
+    let fanout = |n: usize| (count > 1).then(|| fanout_base.wrapping_add(n as u16));
+    let underlays: Vec<Port> = match underlay.backend {
+        BackendKind::AfPacket => (0..count)
+            .map(|_| open_underlay(file, fanout(0)))
+            .collect::<io::Result<_>>(),
+        BackendKind::IoUring => crate::uring::open_underlays(file, setup.local_mac, count),
+    }
+    .map_err(|e| format!("underlay {}: {e}", underlay.interface))?;
+    let mut all = Vec::new();
+    for underlay_port in underlays {
+        let mut ports = vec![underlay_port];
+        let mut names = vec!["underlay".to_owned()];
+        for (n, binding) in setup.bindings.iter().enumerate() {
+            ports.push(
+                open_port(binding, fanout(n + 1))
+                    .map_err(|e| format!("port {} ({}): {e}", binding.name, binding.interface))?,
+            );
+            names.push(binding.name.clone());
+        }
+        all.push((ports, names));
+    }
+    Ok((guard, all))
+}
+
 fn af_packet(interface: &str, fanout: Option<u16>) -> AfPacketConfig {
     AfPacketConfig {
         fanout,
+        // A TPACKET_V3 block reaches us when it is full or this old: at a trickle (a ping)
+        // it is the latency of each hop through the switch, so the smallest the kernel takes.
+        rx_block_timeout_ms: 1,
         ..AfPacketConfig::new(interface)
     }
 }
@@ -330,17 +470,12 @@ fn open_port(binding: &PortBinding, fanout: Option<u16>) -> io::Result<Port> {
 }
 
 fn open_underlay(file: &File, fanout: Option<u16>) -> io::Result<Port> {
-    match file.underlay.backend {
-        BackendKind::AfPacket => {
-            let config = af_packet(&file.underlay.interface, fanout);
-            Ok(Port::new(
-                Ingress::Underlay,
-                Box::new(AfPacketRx::open(&config)?),
-                Box::new(AfPacketTx::open(&config)?),
-            ))
-        }
-        BackendKind::IoUring => crate::uring::open_underlay(file),
-    }
+    let config = af_packet(&file.underlay.interface, fanout);
+    Ok(Port::new(
+        Ingress::Underlay,
+        Box::new(AfPacketRx::open(&config)?),
+        Box::new(AfPacketTx::open(&config)?),
+    ))
 }
 
 fn worker_thread(
@@ -357,19 +492,31 @@ fn worker_thread(
     let mut idle = 0u32;
     let mut next_publish = shared.now();
     let publish_every = switchyard::time::Duration::from_millis(250);
+    let mut publishes = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = shared.now();
         if now >= next_publish || stopping {
             next_publish = now.saturating_add(publish_every);
-            let snapshot = snapshot(&mut lp, &ingresses, &names);
+            // The per-backend walk of the connection table every 2 s, the rest every 250 ms.
+            let walk = publishes.is_multiple_of(8) || stopping;
+            publishes += 1;
+            let snapshot = snapshot(&mut lp, &ingresses, &names, walk.then_some(now));
             if let Some(slot) = shared
                 .snapshots
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get_mut(index)
             {
-                *slot = snapshot;
+                let backend_flows = if walk {
+                    snapshot.backend_flows.clone()
+                } else {
+                    core::mem::take(&mut slot.backend_flows)
+                };
+                *slot = Snapshot {
+                    backend_flows,
+                    ..snapshot
+                };
             }
         }
         if stopping {
@@ -388,7 +535,12 @@ fn worker_thread(
     Some(worker)
 }
 
-fn snapshot(lp: &mut WorkerLoop<'_>, ingresses: &[Ingress], names: &[String]) -> Snapshot {
+fn snapshot(
+    lp: &mut WorkerLoop<'_>,
+    ingresses: &[Ingress],
+    names: &[String],
+    walk_at: Option<Instant>,
+) -> Snapshot {
     let queues = ingresses
         .iter()
         .zip(names)
@@ -411,6 +563,19 @@ fn snapshot(lp: &mut WorkerLoop<'_>, ingresses: &[Ingress], names: &[String]) ->
             .lb_states()
             .map(|(vni, state)| (vni, state.conntrack.len(), state.conntrack.counters()))
             .collect(),
+        backend_flows: match walk_at {
+            Some(now) => worker
+                .lb_states()
+                .flat_map(|(vni, state)| {
+                    state
+                        .conntrack
+                        .flows_per_backend(now)
+                        .into_iter()
+                        .map(move |(backend, flows)| (vni, backend, flows))
+                })
+                .collect(),
+            None => Vec::new(),
+        },
     }
 }
 

@@ -22,6 +22,66 @@
 //! GSO types (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4` with a 10- or 12-byte header: `EINVAL`;
 //! `PACKET_VNET_HDR_SZ` refuses the 20-byte tunnel header), and `TCPV4` on the outer frame is
 //! refused as well.
+//!
+//! # Example
+//!
+//! The worker loop over two in-memory ports (an AF_PACKET or io_uring port plugs in the same
+//! way): a frame pushed into port 1 comes out of port 2.
+//!
+//! ```
+//! use core::net::{IpAddr, Ipv4Addr};
+//! use switchyard::backend::memory::{Frames, MemoryRx, MemoryTx};
+//! use switchyard::backend::{LoopConfig, Port, WorkerLoop};
+//! use switchyard::fdb::FdbConfig;
+//! use switchyard::switch::{
+//!     Ingress, LbSettings, NextHop, PortConfig, Switch, SwitchConfig, UnderlayConfig,
+//!     VniSettings,
+//! };
+//! use switchyard::time::Instant;
+//! use switchyard::tunnel::{DecapConfig, EncapConfig};
+//! use switchyard::wire::EthernetAddress;
+//! use switchyard::{PortId, Vni};
+//!
+//! let vni = Vni::new(100)?;
+//! let switch = Switch::new(SwitchConfig {
+//!     underlay: UnderlayConfig {
+//!         local_ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+//!         local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
+//!         next_hop: NextHop::Static {
+//!             default: EthernetAddress([0x02, 0xee, 0, 0, 0, 2]),
+//!             per_vtep: Vec::new(),
+//!         },
+//!         encap: EncapConfig::default(),
+//!         decap: DecapConfig::default(),
+//!     },
+//!     ports: vec![PortConfig::access(PortId(1), vni), PortConfig::access(PortId(2), vni)],
+//!     vnis: vec![VniSettings::new(vni, Vec::new())],
+//!     static_entries: Vec::new(),
+//!     neighbors: Vec::new(),
+//!     fdb: FdbConfig::default(),
+//!     services: Vec::new(),
+//!     lb: LbSettings::default(),
+//! })?;
+//! let (in1, out1, in2, out2) = (Frames::new(), Frames::new(), Frames::new(), Frames::new());
+//! let port = |id, rx: &Frames, tx: &Frames| {
+//!     Port::new(
+//!         Ingress::Port(PortId(id)),
+//!         Box::new(MemoryRx::new(rx.clone())),
+//!         Box::new(MemoryTx::new(tx.clone(), 1024)),
+//!     )
+//! };
+//! let ports = vec![port(1, &in1, &out1), port(2, &in2, &out2)];
+//! let mut lp = WorkerLoop::new(&switch, switch.worker(), ports, LoopConfig::default());
+//!
+//! let mut frame = vec![0u8; 60];
+//! frame[..6].copy_from_slice(&[0xff; 6]); // broadcast
+//! frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]);
+//! in1.push(frame.clone());
+//! assert_eq!(lp.step(Instant::from_secs(1)), 1);
+//! assert_eq!(out2.drain(), [frame]);
+//! assert!(out1.is_empty()); // never back to where it came from
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::io;
 use std::os::fd::RawFd;
@@ -31,6 +91,8 @@ use std::vec::Vec;
 pub mod af_packet;
 #[cfg(feature = "af-packet")]
 pub mod host;
+#[cfg(feature = "io-uring")]
+pub mod io_uring;
 pub mod memory;
 pub mod netns;
 mod offload;

@@ -35,6 +35,7 @@
 //! FIN or RST 10 s (Linux' `nf_conntrack_tcp_timeout_close` is also 10 s), a UDP flow 60 s.
 //! Expired entries are dropped lazily, when a lookup finds them or a new flow needs room.
 
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -281,6 +282,18 @@ impl ConnTrack {
         let id = self.find_forward(flow)?;
         let e = &self.entries[id as usize];
         (now.as_nanos() < e.deadline).then(|| e.backend_addr())
+    }
+
+    /// Tracked flows (live at `now`) per backend address, for metrics and `show` output: a
+    /// walk over the whole table, for the control plane, not the data path.
+    pub fn flows_per_backend(&self, now: Instant) -> BTreeMap<SocketAddr, usize> {
+        let mut flows = BTreeMap::new();
+        for e in &self.entries {
+            if e.flags & IN_USE != 0 && now.as_nanos() < e.deadline {
+                *flows.entry(e.backend_addr()).or_insert(0) += 1;
+            }
+        }
+        flows
     }
 
     /// True if `flow` is tracked and has seen a reply (whatever its deadline).

@@ -41,6 +41,67 @@
 //! trunk port has its tag removed by moving its two MAC addresses four bytes up; both in the
 //! received buffer, which is why frames come in as `&mut [u8]`.
 
+//! # Example
+//!
+//! Two access ports in VNI 100 and one remote VTEP; a broadcast from port 1 goes to port 2
+//! and, encapsulated, to the VTEP (never back to port 1); the switch learned its source.
+//!
+//! ```
+//! use core::net::{IpAddr, Ipv4Addr};
+//! use switchyard::fdb::{Destination, FdbConfig};
+//! use switchyard::switch::{
+//!     Egress, Ingress, LbSettings, NextHop, Output, PortConfig, Received, Switch,
+//!     SwitchConfig, UnderlayConfig, VniSettings,
+//! };
+//! use switchyard::time::Instant;
+//! use switchyard::tunnel::{DecapConfig, EncapConfig};
+//! use switchyard::wire::EthernetAddress;
+//! use switchyard::{PortId, Vni};
+//!
+//! let vni = Vni::new(100)?;
+//! let remote = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+//! let switch = Switch::new(SwitchConfig {
+//!     underlay: UnderlayConfig {
+//!         local_ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+//!         local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
+//!         next_hop: NextHop::Static {
+//!             default: EthernetAddress([0x02, 0xee, 0, 0, 0, 2]),
+//!             per_vtep: Vec::new(),
+//!         },
+//!         encap: EncapConfig::default(),
+//!         decap: DecapConfig::default(),
+//!     },
+//!     ports: vec![PortConfig::access(PortId(1), vni), PortConfig::access(PortId(2), vni)],
+//!     vnis: vec![VniSettings::new(vni, vec![remote])],
+//!     static_entries: Vec::new(),
+//!     neighbors: Vec::new(),
+//!     fdb: FdbConfig::default(),
+//!     services: Vec::new(),
+//!     lb: LbSettings::default(),
+//! })?;
+//! let mut worker = switch.worker(); // one per thread
+//!
+//! // A broadcast ARP request from a host on port 1.
+//! let mut frame = [0u8; 60];
+//! frame[..6].copy_from_slice(&[0xff; 6]);
+//! frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]);
+//! frame[12..14].copy_from_slice(&[0x08, 0x06]);
+//! let mut batch = [Received { ingress: Ingress::Port(PortId(1)), frame: &mut frame }];
+//! let mut output = Output::default();
+//! switch.process(&mut worker, &mut batch, Instant::from_secs(1), &mut output);
+//!
+//! let egresses: Vec<Egress> = output.actions.iter().map(|a| a.egress).collect();
+//! assert_eq!(egresses, [Egress::Port(PortId(2)), Egress::Underlay]);
+//! // The underlay copy is the outer headers (50 bytes over IPv4) then the frame itself.
+//! let (header, payload) = output.parts(&output.actions[1], &batch);
+//! assert_eq!((header.len(), payload.len()), (50, 60));
+//! let src = EthernetAddress([0x02, 0, 0, 0, 0, 0x0a]);
+//! assert_eq!(switch.fdb().lookup(vni, src), Some(Destination::Port(PortId(1))));
+//! let c = &worker.counters;
+//! assert_eq!((c.received, c.forwarded, c.sent), (1, 1, 2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
 #[cfg(feature = "alloc")]
 mod config;
 pub mod neighbor;
