@@ -668,9 +668,9 @@ METRICS = ["tcp_gbps", "mpps", "loss_pct", "cpu_s_per_mpkt", "softirq_s_per_mpkt
            "lat_p99_ms", "offered_mpps", "tcp_retransmits"]
 
 
-def bench_contender(index, name, opts, work):
+def bench_contender(index, name, opts, work, reps=None, first_rep=0):
     tag = f"e2e{os.getpid()}c{index}"
-    topo = Topology(tag, os.path.join(work, name))
+    topo = Topology(tag, os.path.join(work, f"{name}-{first_rep + 1}" if reps else name))
     os.makedirs(topo.work)
     c = CONTENDERS[name](topo, opts)
     res = {"contender": name, "status": "ok", "reps": [], "errors": []}
@@ -687,7 +687,7 @@ def bench_contender(index, name, opts, work):
         server = topo.start("iperf3-server", ["ip", "netns", "exec", topo.pod("B")] +
                             taskset(opts.pin_recv) + ["iperf3", "-s"])
         time.sleep(0.3)
-        for i in range(opts.reps):
+        for i in range(first_rep, first_rep + (reps or opts.reps)):
             rep = {}
             for test, fn in (("latency", lambda: measure_latency(topo, opts)),
                              ("tcp", lambda: measure_tcp(topo, opts)),
@@ -913,6 +913,9 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     ap.add_argument("--no-install", action="store_true",
                     help="name missing packages instead of installing them")
+    ap.add_argument("--interleave", action="store_true",
+                    help="repetition by repetition (kernel, ovs, ... then again) rather than "
+                         "contender by contender; each repetition builds its own topology")
     ap.add_argument("--pause", action="store_true",
                     help="after each setup, wait for Enter (to look at the topology by hand)")
     ap.add_argument("--keep-logs", action="store_true",
@@ -939,11 +942,36 @@ def main():
     work = tempfile.mkdtemp(prefix="switchyard-e2e-")
     results = []
     try:
-        for i, n in enumerate(names):
-            log(f"== {n}")
-            r = bench_contender(i, n, opts, work)
-            log(f"{n}: {r['status']}")
-            results.append(r)
+        if not opts.interleave:
+            for i, n in enumerate(names):
+                log(f"== {n}")
+                r = bench_contender(i, n, opts, work)
+                log(f"{n}: {r['status']}")
+                results.append(r)
+        else:
+            # Repetition by repetition: each contender is built, measured once and torn down
+            # in turn, so a machine whose load drifts weighs on every contender alike.
+            by = {}
+            for k in range(opts.reps):
+                for i, n in enumerate(names):
+                    if n in by and not by[n]["status"].startswith("ok"):
+                        continue  # failed or unsupported: not retried
+                    log(f"== {n} (repetition {k + 1} of {opts.reps})")
+                    r = bench_contender(i, n, opts, work, reps=1, first_rep=k)
+                    log(f"{n}: {r['status']}")
+                    if n not in by:
+                        by[n] = r
+                        results.append(r)
+                        continue
+                    acc = by[n]
+                    if not r["status"].startswith("ok"):
+                        acc["errors"].append(f"rep {k + 1}: {r['status']}")
+                    acc["reps"] += r["reps"]
+                    acc["errors"] += r["errors"]
+                    acc["diagnostics"] = r.get("diagnostics", acc.get("diagnostics"))
+                    if acc["reps"]:
+                        acc["status"] = "ok"
+                    acc["summary"] = summarize(acc["reps"])
     except (KeyboardInterrupt, Interrupted) as e:
         log(f"interrupted ({e or 'SIGINT'}): torn down; results so far follow")
     finally:
