@@ -54,9 +54,19 @@ VNI = 42
 UL = {"A": "198.18.0.1", "B": "198.18.0.2"}
 POD = {"A": "198.19.0.1", "B": "198.19.0.2"}
 POD_MAC = {"A": "02:00:00:00:00:01", "B": "02:00:00:00:00:02"}
-# 64-byte frames (60 bytes + FCS) go to pod B's MAC but to an address it does not hold, so the
-# pod counts them at rx_packets and drops them in IP without answering (no ICMP back).
+# 64-byte frames (60 bytes + FCS) go to pod B's MAC but to an address it does not hold. Pod B
+# counts them at rx_packets and drops them at once with an nftables netdev ingress rule:
+# whoever transmits into pod B's veth runs pod B's receive softirq inline (the switch's
+# sendto, for the userspace switches), so an expensive sink (a route lookup and an ICMP
+# error per frame) would be charged to the switch's CPU.
 SINK_IP = "198.19.0.99"
+SINK_NFT = """table netdev e2e_sink {
+  chain ingress {
+    type filter hook ingress device "eth0" priority 0; policy accept;
+    ip daddr %s counter drop
+  }
+}
+""" % SINK_IP
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 TOOLS = {  # program -> Debian package
@@ -66,6 +76,7 @@ TOOLS = {  # program -> Debian package
     "trafgen": "netsniff-ng",
     "taskset": "util-linux",
     "ethtool": "ethtool",
+    "nft": "nftables",
 }
 OVS_TOOLS = {
     "ovsdb-server": "openvswitch-switch",
@@ -161,6 +172,10 @@ class Topology:
                  "dev", "eth0", "nud", "permanent"])
         for ns in self.ns.values():
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        sink = os.path.join(self.work, "sink.nft")
+        with open(sink, "w") as f:
+            f.write(SINK_NFT)
+        run(["ip", "netns", "exec", self.pod("B"), "nft", "-f", sink])
         for s in "AB":
             run(["ip", "-n", self.pod(s), "link", "set", "eth0", "up"])
             run(["ip", "-n", self.node(s), "link", "set", "pod0", "up"])
@@ -271,7 +286,7 @@ class Contender:
     def alive(self):
         """Raises Failed when a switch process this contender started has exited."""
         for name, p in self.t.procs:
-            if p.poll() is not None and name != "trafgen":
+            if p.poll() is not None and name != "trafgen" and not name.startswith("perf"):
                 raise Failed(f"{name} exited ({p.returncode}): {tail(p.logpath)}")
 
     def diagnostics(self):
@@ -610,6 +625,33 @@ TRAFGEN_CONF = """\
 """
 
 
+def start_perf(topo, contender, opts, pids):
+    """`perf record -g` of the switch processes (the whole machine for the kernel contender)
+    during the timed 64-byte window; None without --perf."""
+    if not opts.perf:
+        return None
+    opts.perf_count = getattr(opts, "perf_count", 0) + 1
+    base = os.path.join(opts.perf_dir, f"{contender.name}-{opts.perf_count}")
+    target = ["-p", ",".join(map(str, pids))] if pids else ["-a"]
+    p = topo.start(f"perf-{opts.perf_count}", ["perf", "record", "-g", "-F", "999", "-o",
+                                               base + ".data"] + target + ["--", "sleep",
+                                                                           str(opts.duration)])
+    p.base = base
+    return p
+
+
+def finish_perf(topo, p, opts):
+    try:
+        p.wait(timeout=opts.duration + 30)
+    except subprocess.TimeoutExpired:
+        topo.stop(p, signal.SIGINT)
+    out = run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "1", "-g",
+               "none", "-i", p.base + ".data"], check=False, timeout=120)
+    with open(p.base + ".txt", "w") as f:
+        f.write(out)
+    log(f"perf profile: {p.base}.txt")
+
+
 def measure_udp(topo, contender, opts):
     conf = os.path.join(topo.work, "udp64.trafgen")
     with open(conf, "w") as f:
@@ -633,6 +675,7 @@ def measure_udp(topo, contender, opts):
         c0 = proc_cpu_seconds(pids) if pids else None
         s0 = softirq_seconds()
         t0 = time.monotonic()
+        perf = start_perf(topo, contender, opts, pids)
         time.sleep(opts.duration)
         rx1, _, _ = topo.counters("B")
         _, tx1, txd1 = topo.counters("A")
@@ -641,6 +684,8 @@ def measure_udp(topo, contender, opts):
         s1 = softirq_seconds()
     finally:
         topo.stop(gen, signal.SIGINT)
+    if perf is not None:
+        finish_perf(topo, perf, opts)
     time.sleep(0.5)  # let the switches' queues drain
     post_rx, _, _ = topo.counters("B")
     _, post_tx, post_txd = topo.counters("A")
@@ -916,6 +961,9 @@ def main():
     ap.add_argument("--interleave", action="store_true",
                     help="repetition by repetition (kernel, ovs, ... then again) rather than "
                          "contender by contender; each repetition builds its own topology")
+    ap.add_argument("--perf", action="store_true",
+                    help="perf record -g the switch processes during each 64-byte test; "
+                         "profiles next to the JSON (<json>-perf/)")
     ap.add_argument("--pause", action="store_true",
                     help="after each setup, wait for Enter (to look at the topology by hand)")
     ap.add_argument("--keep-logs", action="store_true",
@@ -940,6 +988,11 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_path = opts.json or os.path.join(ROOT, "target", "e2e", f"e2e-{stamp}.json")
     work = tempfile.mkdtemp(prefix="switchyard-e2e-")
+    if opts.perf:
+        if not shutil.which("perf"):
+            sys.exit("e2e: --perf needs perf: apt-get install linux-perf")
+        opts.perf_dir = os.path.splitext(os.path.abspath(out_path))[0] + "-perf"
+        os.makedirs(opts.perf_dir, exist_ok=True)
     results = []
     try:
         if not opts.interleave:
