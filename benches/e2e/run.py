@@ -806,7 +806,8 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def table(results):
+def table_rows(results):
+    """The header, the rows (a failed contender's row is [name, status]) and the notes."""
     by = {r["contender"]: r for r in results}
     kern, ovs = by.get("kernel"), by.get("ovs")
     cols = ["contender", "TCP Gbps", "Mpps 64B", "loss %", "CPU s/Mpkt", "p50 ms", "p99 ms",
@@ -837,6 +838,11 @@ def table(results):
                 fmt(ratio(med(r, "mpps"), med(ovs, "mpps")) if ok else None),
                 fmt(ratio(cpu, med(ovs, "cpu_s_per_mpkt")) if ok else None)]
         rows.append(row)
+    return cols, rows, sorted(set(notes))
+
+
+def table(results):
+    cols, rows, notes = table_rows(results)
     widths = [max([len(cols[i])] + [len(r[i]) for r in rows if len(r) > 2])
               for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
@@ -848,11 +854,37 @@ def table(results):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     lines.append("medians [min-max]; ratios are medians over medians from this run; "
                  "CPU = switch processes' utime+stime, both nodes")
-    lines += sorted(set(notes))
+    lines += notes
     for r in results:
         for e in r.get("errors", []):
             lines.append(f"{r['contender']}: {e}")
     return "\n".join(lines)
+
+
+def markdown(results, doc):
+    """The same table in Markdown, with the command and the machine, for BENCHMARKS.md."""
+    cols, rows, notes = table_rows(results)
+    m = doc["machine"]
+    o = doc["options"]
+    out = [f"Command: `{' '.join(['sudo', 'python3', 'benches/e2e/run.py'] + doc['command'][1:])}`",
+           "",
+           f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}; "
+           + "; ".join(m["tools"].values()) + f"; switchyard {m['switchyard_commit']}. "
+           f"{o['reps']} x {o['duration']:g} s, vswitch workers {o['workers']}, pinning: "
+           f"switch {o['pin_switch'] or 'none'}, generator {o['pin_gen'] or 'none'}, "
+           f"receiver {o['pin_recv'] or 'none'}{', interleaved' if o['interleave'] else ''}. "
+           f"Started {doc['started']}.",
+           "",
+           "| " + " | ".join(cols) + " |",
+           "|" + "---|" * len(cols)]
+    for r in rows:
+        if len(r) == 2:
+            r = [r[0], r[1].replace("|", "/")] + [""] * (len(cols) - 2)
+        out.append("| " + " | ".join(r) + " |")
+    out += ["", "Median [min-max]; ratios are medians over medians from this run; CPU = the "
+                "switch processes' utime+stime on both nodes per million delivered frames."]
+    out += notes
+    return "\n".join(out) + "\n"
 
 
 def machine():
@@ -1040,7 +1072,10 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:
         json.dump(doc, f, indent=2)
-    print(f"JSON: {out_path}")
+    md_path = os.path.splitext(out_path)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(markdown(results, doc))
+    print(f"JSON: {out_path}\nMarkdown table: {md_path}")
     return 0 if results and all(r["status"] == "ok" or r["status"].startswith("unsupported")
                                 for r in results) else 1
 
