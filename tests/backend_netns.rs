@@ -333,7 +333,24 @@ fn fanout_shares_an_interface_between_two_workers() {
     if !root_or_skip("fanout_shares_an_interface_between_two_workers") {
         return;
     }
-    let (_lab, a, b) = pair("fanout");
+    let (lab, a, b) = pair("fanout");
+    // The host's own frames out of a0 come from its IP stack (a packet socket's transmit
+    // with PACKET_QDISC_BYPASS skips the taps): an address and a fixed neighbour for it.
+    lab.ip(&a, &["addr", "add", "198.18.200.2/24", "dev", "a0"]);
+    lab.ip(
+        &a,
+        &[
+            "neigh",
+            "add",
+            "198.18.200.1",
+            "lladdr",
+            "02:00:00:00:00:bb",
+            "dev",
+            "a0",
+            "nud",
+            "permanent",
+        ],
+    );
     let group = (std::process::id() & 0xffff) as u16;
     let config = AfPacketConfig {
         fanout: Some(group),
@@ -343,6 +360,7 @@ fn fanout_shares_an_interface_between_two_workers() {
     let (mut second, _) = ring_port(&a, config);
     let (_peer_rx, mut peer_tx) = mmsg_port(&b, "b0");
     const N: u32 = 10_000;
+    const OUTGOING: u32 = 1_000;
     const FLOWS: u32 = 64;
     // Each worker receives on its own thread while the peer sends.
     let seen: Vec<Vec<(u16, u32)>> = std::thread::scope(|scope| {
@@ -367,8 +385,27 @@ fn fanout_shares_an_interface_between_two_workers() {
             256,
             Duration::from_micros(200),
         );
+        // The host's own outgoing frames on the shared interface must reach neither worker
+        // (PACKET_FANOUT_FLAG_IGNORE_OUTGOING: a fanout socket ignores
+        // PACKET_IGNORE_OUTGOING).
+        netns::run_in(&a, || {
+            let socket = std::net::UdpSocket::bind("198.18.200.2:10000").unwrap();
+            for i in N..N + OUTGOING {
+                socket.send_to(&i.to_be_bytes(), "198.18.200.1:9").unwrap();
+            }
+        })
+        .unwrap();
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
+    let outgoing_seen = seen.iter().flatten().filter(|&&(_, seq)| seq >= N).count();
+    assert_eq!(
+        outgoing_seen, 0,
+        "the host's outgoing frames reached the workers"
+    );
+    let seen: Vec<Vec<(u16, u32)>> = seen
+        .into_iter()
+        .map(|frames| frames.into_iter().filter(|&(_, seq)| seq < N).collect())
+        .collect();
     assert!(
         !seen[0].is_empty() && !seen[1].is_empty(),
         "both workers get traffic: {} / {}",

@@ -273,8 +273,12 @@ fn receive_socket_with<T>(
         )?;
     }
     if let Some(group) = config.fanout {
-        // The fanout argument: the group id in the low 16 bits, mode and flags above.
-        let argument = libc::c_int::from(group) | ((libc::PACKET_FANOUT_HASH as i32) << 16);
+        // The fanout argument: the group id in the low 16 bits, mode and flags above. A
+        // socket in a fanout group no longer honours PACKET_IGNORE_OUTGOING: the group's own
+        // flag says it (without it, the workers would receive the host's outgoing frames and
+        // learn the host's own MACs on its ports).
+        let mode = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        let argument = libc::c_int::from(group) | ((mode as i32) << 16);
         set_option(
             &fd,
             sol,
