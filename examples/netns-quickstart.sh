@@ -14,8 +14,11 @@ if [ "$(id -u)" != 0 ]; then
     echo "netns-quickstart: needs root (network namespaces)" >&2
     exit 1
 fi
-cargo build --release --features af-packet,io-uring --example vswitch
-VSWITCH=$PWD/target/release/examples/vswitch
+# VSWITCH=path uses a binary already built (CI passes the one `cargo test` built).
+if [ -z "${VSWITCH:-}" ]; then
+    cargo build --release --features af-packet,io-uring --example vswitch
+    VSWITCH=$PWD/target/release/examples/vswitch
+fi
 
 tag=sy$$
 nsA=$tag-nodeA nsB=$tag-nodeB podA=$tag-podA podB=$tag-podB
