@@ -81,9 +81,13 @@ impl Shared {
     pub fn apply(&self, file: File) -> Result<(bool, Vec<String>), String> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ids = running.ids.clone();
-        let config = file
+        let mut config = file
             .to_config(&running.host, &mut ids)
             .map_err(|e| e.to_string())?;
+        // The hash seeds were drawn at start (`run`) and are no part of the file: keep them,
+        // or the switch refuses every change (its fdb and lb settings are fixed).
+        config.switch.fdb.hash_seed = running.config.switch.fdb.hash_seed;
+        config.switch.lb.conntrack.hash_seed = running.config.switch.lb.conntrack.hash_seed;
         let changes = self
             .switch
             .reconfigure(config.switch.clone())
