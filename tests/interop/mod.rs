@@ -211,6 +211,12 @@ pub struct Options {
     pub vswitch_pod_mtu: u32,
     /// MTU of the pods behind the kernel nodes.
     pub kernel_pod_mtu: u32,
+    /// Turn TSO and GSO off on the kernel nodes' pods (`ethtool -K eth0 tso off gso off`).
+    /// The fallback for bulk TCP from a kernel VTEP: with them on, node B's kernel hands its
+    /// VXLAN-encapsulated TCP to the veth underlay as UDP-tunnel GSO super-frames, which
+    /// AF_PACKET reports to vswitch as TCP GSO, and vswitch's software GSO (TCP only)
+    /// drops them (`gso_dropped`); see `tcp_from_kernel_vtep_with_offloads_on`.
+    pub kernel_pods_no_tso: bool,
     /// Extra lines in the vswitch configuration's `[underlay]`.
     pub underlay: String,
     /// Extra lines in the `[[vni]]` table.
@@ -228,6 +234,7 @@ impl Default for Options {
             udp_port: 4789,
             vswitch_pod_mtu: 1450,
             kernel_pod_mtu: 1450,
+            kernel_pods_no_tso: false,
             underlay: String::new(),
             vni: String::new(),
             extra: String::new(),
@@ -463,6 +470,12 @@ impl Topology {
             let port = format!("p{}", (b'a' + n - 1) as char);
             self.pod_link(&ns, &port, &pod, o.kernel_pod_mtu);
             run(&["ip", "-n", &ns, "link", "set", &port, "master", "br0"]);
+            if o.kernel_pods_no_tso {
+                exec_ok(
+                    &pod.ns,
+                    &["ethtool", "-K", "eth0", "tso", "off", "gso", "off"],
+                );
+            }
             run(&["ip", "-n", &ns, "link", "set", "vxlan0", "up"]);
             run(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
             for peer in self.node_numbers() {
@@ -671,7 +684,16 @@ impl Topology {
         let file = self.dir.join(format!("{name}.pcap"));
         let mut child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "tcpdump", "-i", iface, "-n", "-U", "-Z",
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "-i",
+                iface,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
             ])
             .arg("root")
             .arg("-w")
@@ -721,6 +743,14 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        if let Some(secs) = std::env::var("INTEROP_HOLD_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            // Debugging: keep the lab for inspection before it is removed.
+            let _ = writeln!(std::io::stderr(), "holding {} for {secs} s", self.prefix);
+            std::thread::sleep(Duration::from_secs(secs));
+        }
         self.stop_vswitch();
         for mut child in self.captures.drain(..) {
             stop_child(&mut child);
