@@ -27,7 +27,6 @@ use switchyard::backend::netns;
 const PING: (&str, &str) = ("ping", "iputils-ping");
 const TCPDUMP: (&str, &str) = ("tcpdump", "tcpdump");
 const TSHARK: (&str, &str) = ("tshark", "tshark");
-const ETHTOOL: (&str, &str) = ("ethtool", "ethtool");
 
 /// `ping -c N` from `from`; asserts every reply came back.
 fn ping_all(t: &Topology, from: &Pod, to: &str, n: u32) -> String {
@@ -271,48 +270,20 @@ fn tcp_both_ways(t: &Topology) -> serde_json::Value {
 
 #[test]
 fn tcp_10_mb_both_ways_intact() {
-    if !ready("tcp_10_mb_both_ways_intact", &[PING, ETHTOOL]) {
+    if !ready("tcp_10_mb_both_ways_intact", &[PING]) {
         return;
     }
     let _serial = serial();
-    // Pod A keeps its veth offloads: its TCP reaches vswitch as GSO super-frames, cut in
-    // software. Pod B's are off (the documented fallback, see Options::kernel_pods_no_tso):
-    // with them on, node B's kernel sends UDP-tunnel GSO super-frames that vswitch drops.
-    let t = Topology::new(
-        "tcp",
-        Options {
-            kernel_pods_no_tso: true,
-            ..Options::default()
-        },
-    );
+    // Every veth keeps its default offloads: pod A's TCP reaches vswitch as TCP GSO
+    // super-frames, and node B's kernel hands its VXLAN-encapsulated TCP to the veth
+    // underlay as UDP-tunnel GSO super-frames; vswitch cuts both in software.
+    let t = Topology::new("tcp", Options::default());
     let c = tcp_both_ways(&t);
     assert!(
         worker_sum(&c, "gso_segments") > 0,
-        "pod A's TCP did not come as GSO super-frames: {c}"
+        "no GSO super-frame was cut: {c}"
     );
     assert_eq!(worker_sum(&c, "gso_dropped"), 0, "counters: {c}");
-}
-
-/// Known bug (reported): bulk TCP from a kernel VTEP whose pod has its default offloads.
-/// Node B's kernel passes VXLAN-encapsulated TCP to the veth underlay as UDP-tunnel GSO
-/// super-frames (`tx-udp_tnl-segmentation` is on for veth); AF_PACKET on node A hands them
-/// to vswitch flagged as TCP GSO, and `src/backend/worker.rs` `segment()` only cuts plain
-/// Ethernet/IP/TCP frames, so each is dropped (`gso_dropped`) and TCP crawls on
-/// retransmissions. Run with `cargo test --all-features -- --ignored`.
-#[test]
-#[ignore = "known bug: vswitch drops UDP-tunnel GSO super-frames from a kernel VTEP (gso_dropped)"]
-fn tcp_from_kernel_vtep_with_offloads_on() {
-    if !ready("tcp_from_kernel_vtep_with_offloads_on", &[PING]) {
-        return;
-    }
-    let _serial = serial();
-    let t = Topology::new("tcp-gso", Options::default());
-    let c = tcp_both_ways(&t);
-    assert_eq!(
-        worker_sum(&c, "gso_dropped"),
-        0,
-        "UDP-tunnel GSO frames from node B dropped: {c}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1059,10 +1030,7 @@ fn connect_vip() -> TcpStream {
 
 #[test]
 fn service_vip_survives_removal_of_the_other_backend() {
-    if !ready(
-        "service_vip_survives_removal_of_the_other_backend",
-        &[PING, ETHTOOL],
-    ) {
+    if !ready("service_vip_survives_removal_of_the_other_backend", &[PING]) {
         return;
     }
     let _serial = serial();
@@ -1070,8 +1038,6 @@ fn service_vip_survives_removal_of_the_other_backend() {
         "svc",
         Options {
             vswitch_pods: 2,
-            // The echo from pod B is bulk TCP from a kernel VTEP: see tcp_10_mb_both_ways_intact.
-            kernel_pods_no_tso: true,
             extra: format!(
                 "[[neighbor]]\nvni = {VNI}\nip = \"198.19.0.11\"\nmac = \"02:00:00:00:00:0b\"\n\n\
                  [[neighbor]]\nvni = {VNI}\nip = \"198.19.0.2\"\nmac = \"02:00:00:00:00:02\"\n\n\

@@ -211,12 +211,6 @@ pub struct Options {
     pub vswitch_pod_mtu: u32,
     /// MTU of the pods behind the kernel nodes.
     pub kernel_pod_mtu: u32,
-    /// Turn TSO and GSO off on the kernel nodes' pods (`ethtool -K eth0 tso off gso off`).
-    /// The fallback for bulk TCP from a kernel VTEP: with them on, node B's kernel hands its
-    /// VXLAN-encapsulated TCP to the veth underlay as UDP-tunnel GSO super-frames, which
-    /// AF_PACKET reports to vswitch as TCP GSO, and vswitch's software GSO (TCP only)
-    /// drops them (`gso_dropped`); see `tcp_from_kernel_vtep_with_offloads_on`.
-    pub kernel_pods_no_tso: bool,
     /// Extra lines in the vswitch configuration's `[underlay]`.
     pub underlay: String,
     /// Extra lines in the `[[vni]]` table.
@@ -234,7 +228,6 @@ impl Default for Options {
             udp_port: 4789,
             vswitch_pod_mtu: 1450,
             kernel_pod_mtu: 1450,
-            kernel_pods_no_tso: false,
             underlay: String::new(),
             vni: String::new(),
             extra: String::new(),
@@ -470,12 +463,6 @@ impl Topology {
             let port = format!("p{}", (b'a' + n - 1) as char);
             self.pod_link(&ns, &port, &pod, o.kernel_pod_mtu);
             run(&["ip", "-n", &ns, "link", "set", &port, "master", "br0"]);
-            if o.kernel_pods_no_tso {
-                exec_ok(
-                    &pod.ns,
-                    &["ethtool", "-K", "eth0", "tso", "off", "gso", "off"],
-                );
-            }
             run(&["ip", "-n", &ns, "link", "set", "vxlan0", "up"]);
             run(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
             for peer in self.node_numbers() {
