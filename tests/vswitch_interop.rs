@@ -8,6 +8,11 @@
 //! Root only: skipped loudly otherwise, and a failure under `CI=true`. Tools: iproute2,
 //! iputils-ping, tcpdump, tshark (missing ones: skipped loudly, or a failure under CI with
 //! the `apt-get install` line).
+//!
+//! Captures of what vswitch sends are taken on the underlay bridge's port towards node A:
+//! vswitch transmits with `PACKET_QDISC_BYPASS`, which skips the kernel's packet taps, so
+//! tcpdump on node A's own `ul0` sees only what node A receives. `INTEROP_HOLD_SECS=N`
+//! keeps each lab (with vswitch running) for N seconds before removing it, for inspection.
 #![cfg(all(target_os = "linux", feature = "af-packet"))]
 
 mod interop;

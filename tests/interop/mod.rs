@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -943,9 +942,4 @@ impl Stream {
             *b = self.next_byte();
         }
     }
-}
-
-/// Parses an IP address of a pod or node.
-pub fn ip(text: &str) -> IpAddr {
-    text.parse().expect("an IP address")
 }
