@@ -72,7 +72,8 @@ pub struct LoopStats {
     pub checksums_completed: u64,
     /// GSO super-frames received.
     pub gso_frames: u64,
-    /// Segments cut from them (TCP over IPv4 and IPv6, in software: [`crate::gso`]).
+    /// Segments cut from them (TCP over IPv4 and IPv6, also inside VXLAN over UDP as a
+    /// kernel VTEP hands it over, in software: [`crate::gso`]).
     pub gso_segments: u64,
     /// Super-frames sent whole, for the kernel to segment: their one destination was a
     /// local port whose queue accepts offloads ([`TxQueue::accepts_offloads`]).
@@ -594,7 +595,15 @@ fn segment(
     if !matches!(gso.kind, super::GsoKind::TcpV4 | super::GsoKind::TcpV6) {
         return None;
     }
-    let mut segmenter = crate::gso::TcpSegmenter::new(frame, gso.segment_size).ok()?;
+    let mut segmenter = match crate::gso::TcpSegmenter::new(frame, gso.segment_size) {
+        Ok(segmenter) => segmenter,
+        // A kernel VTEP behind a veth underlay hands over VXLAN-encapsulated TCP as one
+        // UDP-tunnel GSO frame, which AF_PACKET flags as TCP GSO (the inner TCP's).
+        Err(crate::gso::GsoError::NotTcp) => {
+            return segment_tunnel(frame, gso, scratch, scratch_limit, lengths)
+        }
+        Err(_) => return None,
+    };
     let count = segmenter.segment_count();
     let room = count * segmenter.max_segment_len();
     let start = scratch.len();
@@ -646,6 +655,95 @@ fn transmit_offloaded(
         Ok(false) => stats.gso_dropped += 1,
         Err(_) => stats.tx_errors += 1,
     }
+}
+
+/// Cuts a UDP-tunnel super-frame (Ethernet, IPv4 or IPv6, UDP, an 8-byte VXLAN header,
+/// then an inner TCP super-frame) as the kernel's `skb_udp_tunnel_segment` does: each inner
+/// segment gets the outer headers with their lengths, the IPv4 identification and header
+/// checksum, and the UDP checksum (computed unless it was 0 over IPv4) made right.
+fn segment_tunnel(
+    frame: &[u8],
+    gso: super::Gso,
+    scratch: &mut Vec<u8>,
+    scratch_limit: usize,
+    lengths: &mut Vec<usize>,
+) -> Option<usize> {
+    use crate::wire::checksum;
+    let ip = 14;
+    let (ipv6, udp) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        0x0800 if frame.get(ip + 9) == Some(&17) => {
+            (false, ip + usize::from(frame.get(ip)? & 0x0f) * 4)
+        }
+        0x86dd if frame.get(ip + 6) == Some(&17) => (true, ip + 40),
+        _ => return None,
+    };
+    let inner = udp + 8 + 8;
+    let zero_checksum = !ipv6 && frame.get(udp + 6..udp + 8)? == [0, 0];
+    let mut segmenter =
+        crate::gso::TcpSegmenter::new(frame.get(inner..)?, gso.segment_size).ok()?;
+    let count = segmenter.segment_count();
+    let room = count * (inner + segmenter.max_segment_len());
+    let start = scratch.len();
+    if start + room > scratch_limit {
+        return None;
+    }
+    scratch.resize(start + room, 0);
+    let lengths_before = lengths.len();
+    let mut at = start;
+    let mut write = || -> Option<()> {
+        for index in 0..count {
+            let out = scratch.get_mut(at..)?;
+            out.get_mut(..inner)?.copy_from_slice(frame.get(..inner)?);
+            let inner_len = segmenter.next_into(out.get_mut(inner..)?)?;
+            let len = inner + inner_len;
+            let out = out.get_mut(..len)?;
+            let udp_len = (len - udp) as u16;
+            out.get_mut(udp + 4..udp + 6)?
+                .copy_from_slice(&udp_len.to_be_bytes());
+            out.get_mut(udp + 6..udp + 8)?.fill(0);
+            let addresses = if ipv6 {
+                let payload = (len - ip - 40) as u16;
+                out.get_mut(ip + 4..ip + 6)?
+                    .copy_from_slice(&payload.to_be_bytes());
+                ip + 8..ip + 40
+            } else {
+                let total = (len - ip) as u16;
+                out.get_mut(ip + 2..ip + 4)?
+                    .copy_from_slice(&total.to_be_bytes());
+                let id = u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?])
+                    .wrapping_add(index as u16);
+                out.get_mut(ip + 4..ip + 6)?
+                    .copy_from_slice(&id.to_be_bytes());
+                let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
+                out.get_mut(ip + 10..ip + 12)?
+                    .copy_from_slice(&sum.to_be_bytes());
+                ip + 12..ip + 20
+            };
+            if !zero_checksum {
+                let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
+                    + 17
+                    + u32::from(udp_len)
+                    + u32::from(checksum::sum_bytes(out.get(udp..len)?));
+                let sum = match !checksum::fold(sum) {
+                    0 => 0xffff,
+                    sum => sum,
+                };
+                out.get_mut(udp + 6..udp + 8)?
+                    .copy_from_slice(&sum.to_be_bytes());
+            }
+            lengths.push(len);
+            at += len;
+        }
+        Some(())
+    };
+    if write().is_none() {
+        // Nothing appended on failure: the batch takes its segments from `scratch` in order.
+        scratch.truncate(start);
+        lengths.truncate(lengths_before);
+        return None;
+    }
+    scratch.truncate(at);
+    Some(count)
 }
 
 /// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
@@ -1297,6 +1395,76 @@ mod test {
         assert_eq!(stats.gso_whole, 1);
         assert_eq!(stats.gso_segments, 4);
         assert_eq!(stats.gso_dropped, 0);
+    }
+
+    #[test]
+    fn udp_tunnel_super_frames_are_cut_with_outer_headers_made_right() {
+        // What a kernel VTEP hands a veth underlay: VXLAN over IPv4/UDP (checksummed)
+        // around a 5000-byte TCP super-frame, flagged by AF_PACKET as TCP GSO.
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+            .ipv4([198, 19, 0, 2], [198, 19, 0, 1], 64)
+            .tcp(5001, 40000, 1000, 501)
+            .ack(1)
+            .write(&mut inner, &payload)
+            .unwrap();
+        let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+        vxlan.extend_from_slice(&inner);
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(3), mac(4))
+            .ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+            .udp(50000, 4789)
+            .write(&mut frame, &vxlan)
+            .unwrap();
+        let gso = Gso {
+            kind: GsoKind::TcpV4,
+            ecn: false,
+            segment_size: 1398,
+            header_len: 116,
+        };
+        let (mut scratch, mut lengths) = (Vec::new(), Vec::new());
+        let count = segment(&frame, gso, &mut scratch, 8 << 20, &mut lengths).unwrap();
+        assert_eq!((count, lengths.len()), (4, 4));
+        let (mut at, mut joined) = (0, Vec::new());
+        for (i, len) in lengths.into_iter().enumerate() {
+            let segment = &scratch[at..at + len];
+            at += len;
+            assert!(len <= 1514, "segment {i}: {len} bytes");
+            let outer = etherparse::SlicedPacket::from_ethernet(segment).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = outer.net else {
+                panic!("IPv4")
+            };
+            let ip_header = ip.header().to_header();
+            assert_eq!(ip_header.header_checksum, ip_header.calc_header_checksum());
+            assert_eq!(usize::from(ip_header.total_len), len - 14, "segment {i}");
+            let Some(etherparse::TransportSlice::Udp(udp)) = outer.transport else {
+                panic!("UDP")
+            };
+            assert_eq!(usize::from(udp.length()), len - 34, "segment {i}");
+            let expected = udp
+                .to_header()
+                .calc_checksum_ipv4(&ip_header, udp.payload())
+                .unwrap();
+            assert_eq!(udp.checksum(), expected, "segment {i}: outer UDP checksum");
+            assert_eq!(&udp.payload()[..8], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
+            let inner = etherparse::SlicedPacket::from_ethernet(&udp.payload()[8..]).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(inner_ip)) = inner.net else {
+                panic!("inner IPv4")
+            };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = inner.transport else {
+                panic!("inner TCP")
+            };
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&inner_ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "segment {i}: inner TCP checksum");
+            assert_eq!(tcp.sequence_number(), 1000 + 1398 * i as u32);
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(at, scratch.len());
+        assert_eq!(joined, payload);
     }
 
     #[test]
