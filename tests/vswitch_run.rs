@@ -217,10 +217,10 @@ fn run_ctl_metrics_capture_reload_and_stop() {
     let entries = fdb.as_array().unwrap();
     assert!(entries
         .iter()
-        .any(|e| e["mac"] == "02-00-00-00-00-01" && e["destination"] == "port pod-a"));
+        .any(|e| e["mac"] == "02:00:00:00:00:01" && e["destination"] == "port pod-a"));
     assert!(entries
         .iter()
-        .any(|e| e["mac"] == "02-00-00-00-00-02" && e["destination"] == "vtep 198.18.0.2"));
+        .any(|e| e["mac"] == "02:00:00:00:00:02" && e["destination"] == "vtep 198.18.0.2"));
     std::thread::sleep(Duration::from_millis(400)); // counters are published every 250 ms
     let counters = ctl(&socket, &["show", "counters"]).unwrap();
     let received = counters["received"].as_u64().unwrap();
@@ -305,7 +305,7 @@ fn run_ctl_metrics_capture_reload_and_stop() {
                 fdb.as_array()
                     .unwrap()
                     .iter()
-                    .any(|e| e["mac"] == "02-00-00-00-00-77" && e["kind"] == "static")
+                    .any(|e| e["mac"] == "02:00:00:00:00:77" && e["kind"] == "static")
             })
             .unwrap_or(false)
     };
@@ -384,7 +384,7 @@ fn run_ctl_metrics_capture_reload_and_stop() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["mac"] == "02-00-00-00-00-01" && e["destination"] == "port pod-a"));
+        .any(|e| e["mac"] == "02:00:00:00:00:01" && e["destination"] == "port pod-a"));
 
     // SIGTERM: a clean stop, the socket removed.
     netns_lab::run(&["kill", "-TERM", &pid]);

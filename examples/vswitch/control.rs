@@ -140,7 +140,7 @@ fn show(shared: &Shared, what: &str) -> Result<Value, String> {
                         };
                         json!({
                             "vni": e.vni.get(),
-                            "mac": e.mac.to_string(),
+                            "mac": colon_mac(e.mac),
                             "destination": destination,
                             "kind": match e.kind { EntryKind::Static => "static", _ => "learned" },
                             "age_secs": e.last_seen.map(|t| now.saturating_duration_since(t).as_secs()),
@@ -308,6 +308,15 @@ fn show(shared: &Shared, what: &str) -> Result<Value, String> {
             ))
         }
     })
+}
+
+/// A MAC as the configuration writes it (`02:00:00:00:00:01`; smoltcp displays dashes).
+fn colon_mac(mac: switchyard::wire::EthernetAddress) -> String {
+    let b = mac.0;
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
 }
 
 fn queue_totals(
