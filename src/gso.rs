@@ -395,6 +395,16 @@ mod test {
     }
 
     proptest::proptest! {
+        // Under miri: a few cases, and no failure file (miri isolates the file system).
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                proptest::prelude::ProptestConfig::default().failure_persistence
+            },
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         /// Arbitrary bytes and segment sizes: refused or segmented, never a panic, and every
         /// segment within headers + mss.
         #[test]
