@@ -222,6 +222,114 @@ impl<'f> TcpSegmenter<'f> {
     }
 }
 
+/// Cuts a UDP-tunnel super-frame: Ethernet, IPv4 or IPv6, UDP, an 8-byte VXLAN header, then
+/// an inner TCP super-frame, as a kernel VTEP hands VXLAN-encapsulated TCP to a veth underlay
+/// (AF_PACKET flags it as TCP GSO: the inner TCP's). As the kernel's
+/// `skb_udp_tunnel_segment` does, each segment is the outer headers followed by one segment
+/// of the inner frame ([`TcpSegmenter`]), with the outer lengths, the IPv4 identification and
+/// header checksum, and the UDP checksum (computed unless it was 0 over IPv4) made right.
+#[derive(Debug, Clone)]
+pub struct TunnelSegmenter<'f> {
+    frame: &'f [u8],
+    ipv6: bool,
+    /// Start of the outer IP header, of the UDP header, of the inner frame.
+    ip: usize,
+    udp: usize,
+    inner_at: usize,
+    zero_checksum: bool,
+    inner: TcpSegmenter<'f>,
+    index: u16,
+}
+
+impl<'f> TunnelSegmenter<'f> {
+    /// Reads the outer headers of `frame` and the inner TCP super-frame's, for inner
+    /// segments of `mss` payload bytes.
+    pub fn new(frame: &'f [u8], mss: u16) -> Result<TunnelSegmenter<'f>, GsoError> {
+        let ip = 14;
+        let (ipv6, udp) = match read_u16(frame, 12)? {
+            0x0800 if frame.get(ip + 9) == Some(&17) => {
+                let ihl = frame.get(ip).ok_or(GsoError::Truncated)? & 0x0f;
+                (false, ip + usize::from(ihl) * 4)
+            }
+            0x86dd if frame.get(ip + 6) == Some(&17) => (true, ip + 40),
+            _ => return Err(GsoError::NotTcp),
+        };
+        let inner_at = udp + 8 + 8;
+        let zero_checksum = !ipv6 && read_u16(frame, udp + 6)? == 0;
+        let inner = TcpSegmenter::new(frame.get(inner_at..).ok_or(GsoError::Truncated)?, mss)?;
+        Ok(TunnelSegmenter {
+            frame,
+            ipv6,
+            ip,
+            udp,
+            inner_at,
+            zero_checksum,
+            inner,
+            index: 0,
+        })
+    }
+
+    /// How many segments the frame makes.
+    pub fn segment_count(&self) -> usize {
+        self.inner.segment_count()
+    }
+
+    /// The longest segment: outer headers and the longest inner segment.
+    pub fn max_segment_len(&self) -> usize {
+        self.inner_at + self.inner.max_segment_len()
+    }
+
+    /// Writes the next segment into `out` and returns its length; `None` when every segment
+    /// has been written, or if `out` is too short.
+    pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (ip, udp, inner_at) = (self.ip, self.udp, self.inner_at);
+        if out.len() < inner_at {
+            return None;
+        }
+        let inner_len = self.inner.next_into(out.get_mut(inner_at..)?)?;
+        out.get_mut(..inner_at)?
+            .copy_from_slice(self.frame.get(..inner_at)?);
+        let len = inner_at + inner_len;
+        let out = out.get_mut(..len)?;
+        let udp_len = (len - udp) as u16;
+        out.get_mut(udp + 4..udp + 6)?
+            .copy_from_slice(&udp_len.to_be_bytes());
+        out.get_mut(udp + 6..udp + 8)?.fill(0);
+        let addresses = if self.ipv6 {
+            let payload = (len - ip - 40) as u16;
+            out.get_mut(ip + 4..ip + 6)?
+                .copy_from_slice(&payload.to_be_bytes());
+            ip + 8..ip + 40
+        } else {
+            let total = (len - ip) as u16;
+            out.get_mut(ip + 2..ip + 4)?
+                .copy_from_slice(&total.to_be_bytes());
+            let id =
+                u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?]).wrapping_add(self.index);
+            out.get_mut(ip + 4..ip + 6)?
+                .copy_from_slice(&id.to_be_bytes());
+            let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
+            out.get_mut(ip + 10..ip + 12)?
+                .copy_from_slice(&sum.to_be_bytes());
+            ip + 12..ip + 20
+        };
+        if !self.zero_checksum {
+            let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
+                + 17
+                + u32::from(udp_len)
+                + u32::from(checksum::sum_bytes(out.get(udp..len)?));
+            let sum = match !checksum::fold(sum) {
+                0 => 0xffff,
+                sum => sum,
+            };
+            out.get_mut(udp + 6..udp + 8)?
+                .copy_from_slice(&sum.to_be_bytes());
+        }
+        self.index = self.index.wrapping_add(1);
+        Some(len)
+    }
+}
+
 #[cfg(test)]
 mod test {
     extern crate std;

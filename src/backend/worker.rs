@@ -584,7 +584,10 @@ fn prepare_offloads<'a>(
 }
 
 /// Cuts one super-frame into segments appended to `scratch` (their lengths to `lengths`);
-/// the number of segments, or `None` if it cannot (nothing appended then).
+/// the number of segments, or `None` if it cannot (nothing appended then). Plain TCP with
+/// [`crate::gso::TcpSegmenter`]; VXLAN-encapsulated TCP from a kernel VTEP behind a veth
+/// underlay (one UDP-tunnel GSO frame, which AF_PACKET flags as TCP GSO: the inner TCP's)
+/// with [`crate::gso::TunnelSegmenter`].
 fn segment(
     frame: &[u8],
     gso: super::Gso,
@@ -592,33 +595,54 @@ fn segment(
     scratch_limit: usize,
     lengths: &mut Vec<usize>,
 ) -> Option<usize> {
+    use crate::gso::{GsoError, TcpSegmenter, TunnelSegmenter};
     if !matches!(gso.kind, super::GsoKind::TcpV4 | super::GsoKind::TcpV6) {
         return None;
     }
-    let mut segmenter = match crate::gso::TcpSegmenter::new(frame, gso.segment_size) {
-        Ok(segmenter) => segmenter,
-        // A kernel VTEP behind a veth underlay hands over VXLAN-encapsulated TCP as one
-        // UDP-tunnel GSO frame, which AF_PACKET flags as TCP GSO (the inner TCP's).
-        Err(crate::gso::GsoError::NotTcp) => {
-            return segment_tunnel(frame, gso, scratch, scratch_limit, lengths)
+    match TcpSegmenter::new(frame, gso.segment_size) {
+        Ok(mut s) => cut(
+            s.segment_count(),
+            s.max_segment_len(),
+            |out| s.next_into(out),
+            scratch,
+            scratch_limit,
+            lengths,
+        ),
+        Err(GsoError::NotTcp) => {
+            let mut s = TunnelSegmenter::new(frame, gso.segment_size).ok()?;
+            cut(
+                s.segment_count(),
+                s.max_segment_len(),
+                |out| s.next_into(out),
+                scratch,
+                scratch_limit,
+                lengths,
+            )
         }
-        Err(_) => return None,
-    };
-    let count = segmenter.segment_count();
-    let room = count * segmenter.max_segment_len();
+        Err(_) => None,
+    }
+}
+
+/// Writes `count` segments of at most `max_len` bytes with `next` into `scratch`, within
+/// `scratch_limit`; their lengths to `lengths`. Nothing appended if one fails.
+fn cut(
+    count: usize,
+    max_len: usize,
+    mut next: impl FnMut(&mut [u8]) -> Option<usize>,
+    scratch: &mut Vec<u8>,
+    scratch_limit: usize,
+    lengths: &mut Vec<usize>,
+) -> Option<usize> {
     let start = scratch.len();
-    if start + room > scratch_limit {
+    if start + count * max_len > scratch_limit {
         return None;
     }
-    scratch.resize(start + room, 0);
+    scratch.resize(start + count * max_len, 0);
     let lengths_before = lengths.len();
     let mut at = start;
     for _ in 0..count {
-        let Some(len) = scratch
-            .get_mut(at..)
-            .and_then(|room| segmenter.next_into(room))
-        else {
-            // Cannot happen (room was reserved for every segment); undone all the same.
+        let Some(len) = scratch.get_mut(at..).and_then(&mut next) else {
+            // The batch takes its segments from `scratch` in order: undo this frame's.
             scratch.truncate(start);
             lengths.truncate(lengths_before);
             return None;
@@ -655,95 +679,6 @@ fn transmit_offloaded(
         Ok(false) => stats.gso_dropped += 1,
         Err(_) => stats.tx_errors += 1,
     }
-}
-
-/// Cuts a UDP-tunnel super-frame (Ethernet, IPv4 or IPv6, UDP, an 8-byte VXLAN header,
-/// then an inner TCP super-frame) as the kernel's `skb_udp_tunnel_segment` does: each inner
-/// segment gets the outer headers with their lengths, the IPv4 identification and header
-/// checksum, and the UDP checksum (computed unless it was 0 over IPv4) made right.
-fn segment_tunnel(
-    frame: &[u8],
-    gso: super::Gso,
-    scratch: &mut Vec<u8>,
-    scratch_limit: usize,
-    lengths: &mut Vec<usize>,
-) -> Option<usize> {
-    use crate::wire::checksum;
-    let ip = 14;
-    let (ipv6, udp) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
-        0x0800 if frame.get(ip + 9) == Some(&17) => {
-            (false, ip + usize::from(frame.get(ip)? & 0x0f) * 4)
-        }
-        0x86dd if frame.get(ip + 6) == Some(&17) => (true, ip + 40),
-        _ => return None,
-    };
-    let inner = udp + 8 + 8;
-    let zero_checksum = !ipv6 && frame.get(udp + 6..udp + 8)? == [0, 0];
-    let mut segmenter =
-        crate::gso::TcpSegmenter::new(frame.get(inner..)?, gso.segment_size).ok()?;
-    let count = segmenter.segment_count();
-    let room = count * (inner + segmenter.max_segment_len());
-    let start = scratch.len();
-    if start + room > scratch_limit {
-        return None;
-    }
-    scratch.resize(start + room, 0);
-    let lengths_before = lengths.len();
-    let mut at = start;
-    let mut write = || -> Option<()> {
-        for index in 0..count {
-            let out = scratch.get_mut(at..)?;
-            out.get_mut(..inner)?.copy_from_slice(frame.get(..inner)?);
-            let inner_len = segmenter.next_into(out.get_mut(inner..)?)?;
-            let len = inner + inner_len;
-            let out = out.get_mut(..len)?;
-            let udp_len = (len - udp) as u16;
-            out.get_mut(udp + 4..udp + 6)?
-                .copy_from_slice(&udp_len.to_be_bytes());
-            out.get_mut(udp + 6..udp + 8)?.fill(0);
-            let addresses = if ipv6 {
-                let payload = (len - ip - 40) as u16;
-                out.get_mut(ip + 4..ip + 6)?
-                    .copy_from_slice(&payload.to_be_bytes());
-                ip + 8..ip + 40
-            } else {
-                let total = (len - ip) as u16;
-                out.get_mut(ip + 2..ip + 4)?
-                    .copy_from_slice(&total.to_be_bytes());
-                let id = u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?])
-                    .wrapping_add(index as u16);
-                out.get_mut(ip + 4..ip + 6)?
-                    .copy_from_slice(&id.to_be_bytes());
-                let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
-                out.get_mut(ip + 10..ip + 12)?
-                    .copy_from_slice(&sum.to_be_bytes());
-                ip + 12..ip + 20
-            };
-            if !zero_checksum {
-                let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
-                    + 17
-                    + u32::from(udp_len)
-                    + u32::from(checksum::sum_bytes(out.get(udp..len)?));
-                let sum = match !checksum::fold(sum) {
-                    0 => 0xffff,
-                    sum => sum,
-                };
-                out.get_mut(udp + 6..udp + 8)?
-                    .copy_from_slice(&sum.to_be_bytes());
-            }
-            lengths.push(len);
-            at += len;
-        }
-        Some(())
-    };
-    if write().is_none() {
-        // Nothing appended on failure: the batch takes its segments from `scratch` in order.
-        scratch.truncate(start);
-        lengths.truncate(lengths_before);
-        return None;
-    }
-    scratch.truncate(at);
-    Some(count)
 }
 
 /// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
