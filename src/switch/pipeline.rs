@@ -1,6 +1,6 @@
 //! The batch pipeline; documented in the parent module.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::IpAddr;
@@ -309,6 +309,29 @@ struct PortState {
 }
 
 impl PortState {
+    /// The VNI of a frame from this port: its access VNI, or its trunk's mapping of the
+    /// frame's 802.1Q tag (`VlanUnmapped` for an untagged frame or an unmapped VLAN).
+    fn vni_of(&self, frame: &[u8]) -> Result<Vni, DropReason> {
+        match &self.mode {
+            PortMode::Access(vni) => Ok(*vni),
+            PortMode::Trunk(map) => {
+                let Some(&[t0, t1, v0, v1]) = frame.get(12..16) else {
+                    return Err(DropReason::VlanUnmapped);
+                };
+                if u16::from_be_bytes([t0, t1]) != ethertype::VLAN
+                    || frame.len() < ETHERNET_HEADER_LEN + 4
+                {
+                    return Err(DropReason::VlanUnmapped);
+                }
+                let vid = u16::from_be_bytes([v0, v1]) & 0x0FFF;
+                map.iter()
+                    .find(|&&(v, _)| v == vid)
+                    .map(|&(_, vni)| vni)
+                    .ok_or(DropReason::VlanUnmapped)
+            }
+        }
+    }
+
     /// The VLAN ID that carries `vni` on this port: `Some(None)` for an access port in the
     /// VNI, `Some(Some(vid))` for a trunk, `None` if the port is not in the VNI.
     fn tag_for(&self, vni: Vni) -> Option<Option<u16>> {
@@ -414,7 +437,7 @@ struct State {
     vnis: SortedMap<Vni, VniState>,
     neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
     /// The VIPs of each VNI's services, answered for with the virtual MAC.
-    vips: BTreeMap<(Vni, IpAddr), ()>,
+    vips: BTreeSet<(Vni, IpAddr)>,
     /// The load balancers of the VNIs with services, by VNI.
     lbs: Vec<(Vni, LbHandle)>,
     /// Whether any VNI suppresses ARP/ND or has VIPs: whether stage 3 runs at all.
@@ -696,26 +719,14 @@ impl Switch {
             return None;
         };
         let state = &worker.state;
-        let vni = match &state.ports.get(&port)?.mode {
-            PortMode::Access(vni) => *vni,
-            PortMode::Trunk(map) => {
-                let &[t0, t1, v0, v1] = frame.get(12..16)? else {
-                    return None;
-                };
-                if u16::from_be_bytes([t0, t1]) != ethertype::VLAN {
-                    return None;
-                }
-                let vid = u16::from_be_bytes([v0, v1]) & 0x0FFF;
-                map.iter().find(|&&(v, _)| v == vid)?.1
-            }
-        };
+        let vni = state.ports.get(&port)?.vni_of(frame).ok()?;
         state.vnis.get(&vni)?;
         // The destination MAC leads the frame, tagged or not.
-        let dst = frame.get(..6)?;
-        if dst.first()? & 1 != 0 {
+        let dst = mac_at(frame, 0)?;
+        if !dst.is_unicast() {
             return None; // broadcast, multicast: flooded
         }
-        match self.fdb.lookup(vni, EthernetAddress::from_bytes(dst))? {
+        match self.fdb.lookup(vni, dst)? {
             Destination::Port(to) if to != port && state.ports.get(&to).is_some() => Some(to),
             _ => None,
         }
@@ -811,13 +822,13 @@ impl Switch {
         // Start loading the forwarding table's lines that stages 2 and 5 read, a batch at a
         // time, so that their cache misses overlap: the sources' buckets and last-seen ticks,
         // then the unicast destinations' buckets.
-        for meta_key in [true, false] {
+        for sources in [true, false] {
             keys.clear();
             for (received, meta) in batch.iter().zip(metas.iter()) {
                 if meta.verdict != Verdict::Pending {
                     continue;
                 }
-                let at = if meta_key { 6 } else { 0 };
+                let at = if sources { 6 } else { 0 };
                 let Some(mac) = mac_at(received.frame, meta.inner.start + at) else {
                     continue;
                 };
@@ -825,7 +836,7 @@ impl Switch {
                     keys.push((meta.vni, mac));
                 }
             }
-            self.fdb.prefetch_batch(keys, meta_key);
+            self.fdb.prefetch_batch(keys, sources);
         }
         // Stage 2: learn the sources.
         for (received, meta) in batch.iter().zip(metas.iter_mut()) {
@@ -1113,10 +1124,10 @@ impl State {
             .iter()
             .map(|n| ((n.vni, n.ip), n.mac))
             .collect();
-        let vips: BTreeMap<(Vni, IpAddr), ()> = config
+        let vips: BTreeSet<(Vni, IpAddr)> = config
             .services
             .iter()
-            .map(|service| ((service.vni, service.key.vip), ()))
+            .map(|service| (service.vni, service.key.vip))
             .collect();
         let decap = DecapConfig {
             // Per VNI, checked after decapsulation.
@@ -1176,20 +1187,16 @@ impl State {
                 if frame.len() < ETHERNET_HEADER_LEN {
                     return dropped(DropReason::InnerTruncated);
                 }
-                let (vni, inner) = match &state.mode {
-                    PortMode::Access(vni) => (*vni, 0..frame.len()),
-                    PortMode::Trunk(map) => {
-                        let tpid = u16::from_be_bytes([frame[12], frame[13]]);
-                        if tpid != ethertype::VLAN || frame.len() < ETHERNET_HEADER_LEN + 4 {
-                            return dropped(DropReason::VlanUnmapped);
-                        }
-                        let vid = u16::from_be_bytes([frame[14], frame[15]]) & 0x0FFF;
-                        let Some(&(_, vni)) = map.iter().find(|&&(v, _)| v == vid) else {
-                            return dropped(DropReason::VlanUnmapped);
-                        };
+                let vni = match state.vni_of(frame) {
+                    Ok(vni) => vni,
+                    Err(reason) => return dropped(reason),
+                };
+                let inner = match state.mode {
+                    PortMode::Access(_) => 0..frame.len(),
+                    PortMode::Trunk(_) => {
                         // Untag in place: the MACs move up over the tag.
                         frame.copy_within(0..12, 4);
-                        (vni, 4..frame.len())
+                        4..frame.len()
                     }
                 };
                 let Some(settings) = self.vnis.get(&vni) else {
@@ -1248,7 +1255,7 @@ impl State {
         }
         // VIPs are always answered (nobody else has them); hosts when the VNI suppresses.
         let known = |ip: IpAddr| {
-            if self.vips.contains_key(&(meta.vni, ip)) {
+            if self.vips.contains(&(meta.vni, ip)) {
                 Some(self.config.lb.virtual_mac)
             } else if suppress {
                 self.neighbors.get(&(meta.vni, ip)).copied()
