@@ -14,29 +14,8 @@ use std::time::{Duration, Instant};
 
 use netns_lab::{root_or_skip, Lab};
 
-/// The vswitch example binary, built once (cargo test --all-features has usually built it).
 fn vswitch() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--features",
-                    "af-packet,io-uring",
-                    "--example",
-                    "vswitch",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the vswitch example failed");
-            target.join("debug/examples/vswitch")
-        })
-        .clone()
+    netns_lab::vswitch_binary().to_owned()
 }
 
 /// The vswitch process, killed (by its PID) when dropped.

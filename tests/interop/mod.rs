@@ -10,11 +10,16 @@
 // Each integration test is its own crate and may use only part of this module.
 #![allow(dead_code)]
 
+#[path = "../netns_lab/mod.rs"]
+mod netns_lab;
+
+pub use netns_lab::{run, vswitch_binary};
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -96,62 +101,6 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-/// The vswitch binary (`target/debug/examples/vswitch`, under `CARGO_TARGET_DIR` if set),
-/// built once with the backends if it is missing.
-pub fn vswitch_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = BINARY.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|t| if t.is_absolute() { t } else { manifest.join(t) })
-            .unwrap_or_else(|| manifest.join("target"));
-        let binary = target.join("debug/examples/vswitch");
-        if binary.is_file() {
-            return Ok(binary);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(manifest)
-            .args([
-                "build",
-                "--features",
-                "af-packet,io-uring",
-                "--example",
-                "vswitch",
-            ])
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() || !binary.is_file() {
-            return Err(format!(
-                "`cargo build --features af-packet,io-uring --example vswitch` failed ({status}); \
-                 {} is missing",
-                binary.display()
-            ));
-        }
-        Ok(binary)
-    });
-    match result {
-        Ok(path) => path,
-        Err(e) => panic!("vswitch binary: {e}"),
-    }
-}
-
-/// Runs a command, panicking with its output if it fails.
-pub fn run(args: &[&str]) -> Output {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// Runs a command in namespace `ns`, returning its output whatever its status.

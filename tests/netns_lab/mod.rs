@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// True if the tests may run: root. Otherwise prints loudly why they are skipped and returns
 /// false; under CI (`CI=true`) not being able to run is a failure (panics with the reason).
@@ -148,5 +150,46 @@ impl Drop for Lab {
         for name in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
+    }
+}
+
+/// The vswitch binary (`target/debug/examples/vswitch`, under `CARGO_TARGET_DIR` if set),
+/// built once with the backends if it is missing.
+pub fn vswitch_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let result = BINARY.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_absolute() { t } else { manifest.join(t) })
+            .unwrap_or_else(|| manifest.join("target"));
+        let binary = target.join("debug/examples/vswitch");
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(manifest)
+            .args([
+                "build",
+                "--features",
+                "af-packet,io-uring",
+                "--example",
+                "vswitch",
+            ])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() || !binary.is_file() {
+            return Err(format!(
+                "`cargo build --features af-packet,io-uring --example vswitch` failed ({status}); \
+                 {} is missing",
+                binary.display()
+            ));
+        }
+        Ok(binary)
+    });
+    match result {
+        Ok(path) => path,
+        Err(e) => panic!("vswitch binary: {e}"),
     }
 }
