@@ -72,6 +72,7 @@ pub mod gso;
 #[cfg(feature = "alloc")]
 pub mod lb;
 mod port;
+mod prefetch;
 pub mod switch;
 mod sync;
 pub mod time;

@@ -27,6 +27,7 @@ use alloc::boxed::Box;
 #[cfg(test)]
 use alloc::vec::Vec;
 
+use crate::prefetch::prefetch;
 use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
 use crate::wire::EthernetAddress;
 use crate::Vni;
@@ -306,28 +307,12 @@ impl Table {
         (key.hash(self.seed) >> 32) as usize & self.mask
     }
 
-    /// Starts bringing bucket `index` (a [`Table::home`]) into the cache: one relaxed load of
-    /// its sequence word, whose value the caller must fold into a value it passes to
-    /// `core::hint::black_box` (so that the load is not removed; a relaxed load has no cost
-    /// beyond the cache miss it starts and cannot change what any reader sees). Portable and
-    /// without `unsafe`: `_mm_prefetch` is a `#[target_feature]` function, so calling it needs
-    /// `unsafe` on stable Rust even where SSE is enabled. Unlike a prefetch instruction the
-    /// load occupies the reorder buffer until its line arrives, which is why the batch
-    /// operations touch a few buckets at a time rather than all of them at once.
-    ///
-    /// Under loom it loads nothing: it changes no result, and the model stays small.
+    /// Starts bringing bucket `index` (a [`Table::home`]) into the cache without waiting for
+    /// it (a prefetch instruction: see `crate::prefetch`).
     #[inline]
-    pub(super) fn touch(&self, index: usize) -> u32 {
-        #[cfg(not(switchyard_loom))]
-        {
-            self.buckets
-                .get(index)
-                .map_or(0, |bucket| bucket.sequence.load(Ordering::Relaxed))
-        }
-        #[cfg(switchyard_loom)]
-        {
-            let _ = index;
-            0
+    pub(super) fn touch(&self, index: usize) {
+        if let Some(bucket) = self.buckets.get(index) {
+            prefetch(bucket);
         }
     }
 
@@ -401,17 +386,9 @@ impl Table {
     /// [`Table::touch`] for the last-seen ticks of bucket `index`' slots (one cache line holds
     /// the ticks of four buckets), which a refresh stores to.
     #[inline]
-    pub(super) fn touch_last_seen(&self, index: usize) -> u32 {
-        #[cfg(not(switchyard_loom))]
-        {
-            self.last_seen
-                .get(index.wrapping_mul(SLOTS_PER_BUCKET))
-                .map_or(0, |tick| tick.load(Ordering::Relaxed))
-        }
-        #[cfg(switchyard_loom)]
-        {
-            let _ = index;
-            0
+    pub(super) fn touch_last_seen(&self, index: usize) {
+        if let Some(tick) = self.last_seen.get(index.wrapping_mul(SLOTS_PER_BUCKET)) {
+            prefetch(tick);
         }
     }
 
