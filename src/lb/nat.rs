@@ -310,16 +310,27 @@ fn update_addr(checksum: u16, old: u128, new: u128, ipv6: bool) -> u16 {
 }
 
 /// RFC 1624's `~m + m'` summed over the words of an address changing from `old` to `new`,
-/// unfolded (at most 16 x 0xFFFF).
+/// unfolded (at most 16 x 0xFFFF). Without a loop: `~m` is `0xFFFF - m`, so the sum is
+/// `words * 0xFFFF - sum(old) + sum(new)` (the first term bounds `sum(old)`: no underflow).
 #[inline(always)]
 fn addr_delta(old: u128, new: u128, ipv6: bool) -> u32 {
-    let words = if ipv6 { 8 } else { 2 };
-    let mut sum = 0u32;
-    for i in 0..words {
-        let shift = 16 * i;
-        sum += u32::from(!((old >> shift) as u16)) + u32::from((new >> shift) as u16);
+    if ipv6 {
+        8 * 0xFFFF - word_sum_128(old) + word_sum_128(new)
+    } else {
+        let (old, new) = (old as u32, new as u32);
+        2 * 0xFFFF - ((old >> 16) + (old & 0xFFFF)) + (new >> 16) + (new & 0xFFFF)
     }
-    sum
+}
+
+/// The sum of the eight 16-bit words of `x` (at most 8 x 0xFFFF): the words of each 64-bit
+/// half added pairwise into 32-bit lanes, then the lanes.
+#[inline(always)]
+fn word_sum_128(x: u128) -> u32 {
+    const LOW_WORDS: u64 = 0x0000_FFFF_0000_FFFF;
+    let (a, b) = (x as u64, (x >> 64) as u64);
+    let lanes =
+        (a & LOW_WORDS) + ((a >> 16) & LOW_WORDS) + (b & LOW_WORDS) + ((b >> 16) & LOW_WORDS);
+    (lanes as u32) + ((lanes >> 32) as u32)
 }
 
 /// RFC 1624 equation 3 for several words at once: `~(~HC + sum of (~m + m'))`. The same
