@@ -99,6 +99,12 @@ struct Args {
     /// receiver's cost shows in the rate.
     #[arg(long)]
     same_core: bool,
+    /// Receive Packet Steering on both veth ends: each end's receive processing (which veth
+    /// otherwise runs in the sender's softirq, on the sender's core) moves to CPU 1, as it
+    /// would be on the far side of a real link: the generator's core then only transmits
+    /// (RX), and the measured sender's core does not also pay the sink's receive (TX).
+    #[arg(long)]
+    rps: bool,
     /// List the contenders and exit.
     #[arg(long)]
     list: bool,
@@ -182,11 +188,18 @@ struct Lab {
     dut: String,
 }
 
-fn lab() -> Lab {
+fn lab(rps: bool) -> Lab {
     let mut lab = netns_lab::Lab::new("bench");
     let dut = lab.namespace("dut", false);
     let gen = lab.namespace("gen", false);
     lab.veth(&dut, "a0", &gen, "b0");
+    if rps {
+        for (namespace, interface) in [(&dut, "a0"), (&gen, "b0")] {
+            let path = format!("/sys/class/net/{interface}/queues/rx-0/rps_cpus");
+            let out = lab.exec(namespace, &["sh", "-c", &format!("echo 2 > {path}")]);
+            assert!(out.status.success(), "setting {path}: {out:?}");
+        }
+    }
     Lab { lab, gen, dut }
 }
 
@@ -328,7 +341,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or_else(|| format!("unknown contender {name:?} (try --list)"))
         })
         .collect::<Result<_, _>>()?;
-    let lab = lab();
+    let lab = lab(args.rps);
     println!(
         "backend-bench: {} B frames, {} s x {} reps, veth a0 (dut) <-> b0 (gen), {}",
         args.size.max(60),

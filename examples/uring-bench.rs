@@ -3,8 +3,13 @@
 //! second, with and without UDP GSO/GRO, a few repetitions, medians and ratios.
 //!
 //! ```text
-//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX] [--sleep]
+//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX] [--sleep] [--rps]
 //! ```
+//!
+//! `--rps`: Receive Packet Steering to CPU 1 on both veth ends. A veth otherwise runs the
+//! receiving end's softirq in the sender's context, on the sender's core; with it, each
+//! end's receive work runs on CPU 1, as it would with a NIC queue whose interrupts go to the
+//! receiving worker's core (RX), and the sender's core no longer pays its sink's receive (TX).
 //!
 //! It creates two network namespaces (`sy-ubench-PID-a`, `-b`) joined by a veth pair with
 //! addresses from 198.18.0.0/15, and removes them at the end (also after a panic). Nothing is
@@ -92,7 +97,7 @@ mod bench {
     }
 
     impl Lab {
-        fn new() -> Lab {
+        fn new(rps: bool) -> Lab {
             let pid = std::process::id();
             let lab = Lab {
                 a: format!("sy-ubench-{pid}-a"),
@@ -108,6 +113,17 @@ mod bench {
                 ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
                 ip(&["-n", ns, "link", "set", "lo", "up"]);
                 ip(&["-n", ns, "link", "set", dev, "up"]);
+                if rps {
+                    // Receive Packet Steering to CPU 1: see `--rps` in the module docs.
+                    ip_netns_exec(
+                        ns,
+                        &[
+                            "sh",
+                            "-c",
+                            &format!("echo 2 > /sys/class/net/{dev}/queues/rx-0/rps_cpus"),
+                        ],
+                    );
+                }
             }
             lab
         }
@@ -558,7 +574,8 @@ mod bench {
             .unwrap_or_default();
         let sleep = std::env::args().any(|a| a == "--sleep");
         SLEEP.store(sleep, Ordering::Relaxed);
-        let lab = Lab::new();
+        let rps = std::env::args().any(|a| a == "--rps");
+        let lab = Lab::new(rps);
         println!(
             "uring-bench: {PAYLOAD}-byte UDP payloads over veth, {reps} repetitions of {secs} s, \
              {} CPUs (contender on CPU 1, peer on CPU 0; the machine may be shared)",
