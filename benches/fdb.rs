@@ -21,6 +21,12 @@
 //! `switchyard_single` (and `*_single` in `fdb_learn`) is the same table with one-at-a-time
 //! [`Fdb::lookup`] ([`Fdb::learn`]), the like-for-like comparison with the peers.
 //!
+//! `floor` is not a contender but the machine's floor for the same memory pattern: the same
+//! keys in the same layout (64-byte buckets of four (key, destination) slots, as many buckets
+//! as `switchyard` has, linear probing), in a plain array, one thread, no sequence check, no
+//! atomics, a destination word instead of a `Destination`, and the same prefetch 16 keys
+//! ahead. What `switchyard` costs above it is the price of its concurrency and its API.
+//!
 //! Groups:
 //! - `fdb_lookup`: 100k entries, one thread.
 //! - `fdb_lookup_1m`: 1M entries, one thread.
@@ -146,6 +152,100 @@ impl Workload {
     }
 }
 
+/// The floor contender (see the module docs): a single-threaded table with `Fdb`'s bucket
+/// layout and sizing, its keys hashed the same way (a 64x64->128-bit multiply), and no
+/// concurrency at all.
+struct Floor {
+    /// Per bucket: a header word (unused: `Fdb` keeps its sequence and metadata there), then
+    /// per slot the key's low word, high word and the destination word.
+    buckets: Vec<[u32; 16]>,
+    mask: usize,
+}
+
+impl Floor {
+    fn key(&(vni, mac): &Key) -> (u32, u32) {
+        let m = mac.0;
+        (
+            u32::from_be_bytes([m[2], m[3], m[4], m[5]]),
+            u32::from_be_bytes([m[0], m[1], 0, 0]) | (vni.get() & 0xFFFF),
+        )
+    }
+
+    fn home(&self, (low, high): (u32, u32)) -> usize {
+        let x = (u64::from(high) << 32) | u64::from(low);
+        let product = u128::from(x ^ 0x0123_4567_89AB_CDEF)
+            * u128::from(x.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15);
+        (((product as u64) ^ ((product >> 64) as u64)) >> 32) as usize & self.mask
+    }
+
+    fn new(entries: &[(Key, Destination)]) -> Floor {
+        let len = entries.len().div_ceil(3).next_power_of_two();
+        let mut floor = Floor {
+            buckets: vec![[0; 16]; len],
+            mask: len - 1,
+        };
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let (low, high) = Floor::key(key);
+            let mut b = floor.home((low, high));
+            'probe: loop {
+                for slot in 0..4 {
+                    let words = &mut floor.buckets[b][4 + slot * 3..7 + slot * 3];
+                    if words[2] == 0 {
+                        words.copy_from_slice(&[low, high, i as u32 + 1]);
+                        break 'probe;
+                    }
+                }
+                b = (b + 1) & floor.mask;
+            }
+        }
+        floor
+    }
+
+    #[allow(unsafe_code)]
+    fn prefetch(&self, bucket: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that never faults; the address is in the table.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                self.buckets[bucket].as_ptr().cast(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bucket;
+    }
+
+    /// The destination word of every key (0: absent), prefetching 16 keys ahead; summed.
+    fn lookup_batch(&self, keys: &[Key]) -> u64 {
+        const AHEAD: usize = 16;
+        for key in keys.iter().take(AHEAD) {
+            self.prefetch(self.home(Floor::key(key)));
+        }
+        let mut sum = 0u64;
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(next) = keys.get(i + AHEAD) {
+                self.prefetch(self.home(Floor::key(next)));
+            }
+            let (low, high) = Floor::key(key);
+            let mut b = self.home((low, high));
+            let found = 'probe: loop {
+                let bucket = &self.buckets[b];
+                for slot in 0..4 {
+                    let words = &bucket[4 + slot * 3..7 + slot * 3];
+                    if words[0] == low && words[1] == high {
+                        break 'probe words[2];
+                    }
+                    if words[2] == 0 {
+                        break 'probe 0;
+                    }
+                }
+                b = (b + 1) & self.mask;
+            };
+            sum = sum.wrapping_add(u64::from(found));
+        }
+        sum
+    }
+}
+
 fn lookups(c: &mut Criterion, group_name: &str, len: usize) {
     let workload = Workload::new(len);
     let mut group = c.benchmark_group(group_name);
@@ -177,6 +277,21 @@ fn lookups(c: &mut Criterion, group_name: &str, len: usize) {
                 black_box(sum)
             })
         });
+    }
+    {
+        let floor = Floor::new(&workload.entries);
+        let mut i = 0;
+        group.bench_function("floor", |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(floor.lookup_batch(workload.batch(i)))
+            })
+        });
+        // Every key found: the floor does the same job.
+        assert!(workload.batch(0).iter().all(|key| {
+            let one = std::slice::from_ref(key);
+            floor.lookup_batch(one) != 0
+        }));
     }
     {
         let map: DashMap<Key, Destination> = workload.entries.iter().copied().collect();
