@@ -72,6 +72,7 @@ pub mod gso;
 #[cfg(feature = "alloc")]
 pub mod lb;
 mod port;
+#[cfg(feature = "alloc")]
 mod prefetch;
 pub mod switch;
 mod sync;

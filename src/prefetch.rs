@@ -7,8 +7,8 @@
 //! prefetch instruction starts the miss and retires at once, so a batch can have a dozen or
 //! more misses in flight while it does other work; an ordinary load standing in for it would
 //! occupy the reorder buffer until its line arrives, which caps the overlap at a few lookups
-//! (measured: 45-65 ns per lookup in a 4 MiB table with touching loads, against 6-8 ns with
-//! prefetch instructions, `benches/fdb.rs`).
+//! (`fdb_lookup/switchyard` in `benches/fdb.rs`, a 4 MiB table: 55-67 ns per lookup with
+//! touching loads, 21-34 ns with prefetch instructions).
 //!
 //! On x86-64 this is `prefetcht0`, on AArch64 `prfm pldl1keep`; elsewhere (and under miri and
 //! loom, which model no caches) it does nothing. It never changes what a program computes.

@@ -475,9 +475,10 @@ impl fmt::Debug for Fdb {
     }
 }
 
-/// How many keys ahead of the one being looked up the batch operations prefetch: enough
-/// misses in flight to hide the memory latency (measured on the benchmark machines: 16 to 32
-/// ahead are equally good, 8 is slower). A power of two.
+/// How many keys ahead of the one being looked up `lookup_batch` prefetches (and how many
+/// sources `learn_batch` prefetches at a time): enough misses in flight to hide the memory
+/// latency (a C loop of the same pattern on the benchmark machine: 16 and 32 ahead equally
+/// good, 8 slower). A power of two.
 const PREFETCH_AHEAD: usize = 16;
 
 /// The largest `capacity`.
@@ -661,8 +662,9 @@ impl Fdb {
 
     /// Calls `finish` for every item of `items` with the same position of `out`, in order,
     /// with the item's key and home bucket, having prefetched the home bucket of the item
-    /// [`PREFETCH_AHEAD`] positions further on: a software pipeline (FD.io VPP's), so that the misses of that many lookups are in
-    /// flight while one is served, and no group boundary ever waits for a whole miss.
+    /// [`PREFETCH_AHEAD`] positions further on: a software pipeline (FD.io VPP's), so that the
+    /// misses of that many lookups are in flight while one is served, and no group boundary
+    /// ever waits for a whole miss.
     #[inline]
     fn pipelined<T, O>(
         &self,
@@ -758,8 +760,8 @@ impl Fdb {
 
     /// [`Fdb::learn`] of every frame source of `sources` at `now`, each outcome into the same
     /// position of `out`: exactly what one-at-a-time learns in that order return, with the
-    /// buckets (and last-seen ticks) of a group of [`PREFETCH_AHEAD`] sources prefetched
-    /// before any of them is learned. Sources beyond `out.len()` (or positions of `out` beyond
+    /// buckets (and last-seen ticks) of a group of 16 sources prefetched before any of them
+    /// is learned. Sources beyond `out.len()` (or positions of `out` beyond
     /// `sources.len()`) are left alone.
     ///
     /// Groups rather than [`Fdb::lookup_batch`]'s rolling prefetch: learning mostly refreshes
