@@ -622,20 +622,14 @@ impl AfPacketRx {
         }
         Some((start, len, meta))
     }
-}
 
-impl RxQueue for AfPacketRx {
-    fn recv<'a>(&'a mut self, frames: &mut Vec<&'a mut [u8]>, max: usize) -> io::Result<usize> {
-        // Metadata dropped: a caller of plain `recv` gets the frames as the kernel gave them.
-        let mut metas = Vec::new();
-        self.recv_with_meta(frames, &mut metas, max)
-    }
-
-    fn recv_with_meta<'a>(
+    /// Lends up to `max` frames of the ring out into `frames`, handing each one's metadata
+    /// to `meta_of` (`recv` drops it without collecting it anywhere: no allocation).
+    fn take_frames<'a>(
         &'a mut self,
         frames: &mut Vec<&'a mut [u8]>,
-        metas: &mut Vec<FrameMeta>,
         max: usize,
+        mut meta_of: impl FnMut(FrameMeta),
     ) -> io::Result<usize> {
         let mut count = 0;
         while count < max {
@@ -681,7 +675,7 @@ impl RxQueue for AfPacketRx {
                 let frame =
                     unsafe { core::slice::from_raw_parts_mut(self.ring.base.add(start), len) };
                 frames.push(frame);
-                metas.push(meta);
+                meta_of(meta);
                 self.stats.frames += 1;
                 self.stats.bytes += len as u64;
                 count += 1;
@@ -700,6 +694,22 @@ impl RxQueue for AfPacketRx {
             }
         }
         Ok(count)
+    }
+}
+
+impl RxQueue for AfPacketRx {
+    fn recv<'a>(&'a mut self, frames: &mut Vec<&'a mut [u8]>, max: usize) -> io::Result<usize> {
+        // Metadata dropped: a caller of plain `recv` gets the frames as the kernel gave them.
+        self.take_frames(frames, max, |_| {})
+    }
+
+    fn recv_with_meta<'a>(
+        &'a mut self,
+        frames: &mut Vec<&'a mut [u8]>,
+        metas: &mut Vec<FrameMeta>,
+        max: usize,
+    ) -> io::Result<usize> {
+        self.take_frames(frames, max, |meta| metas.push(meta))
     }
 
     fn release(&mut self) {
