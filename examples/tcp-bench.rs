@@ -20,13 +20,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use switchyard::backend::af_packet::{self, AfPacketConfig};
 use switchyard::backend::{netns, LoopConfig, LoopStats, Port, WorkerLoop};
-use switchyard::fdb::FdbConfig;
-use switchyard::switch::{
-    Ingress, NextHop, PortConfig, Switch, SwitchConfig, UnderlayConfig, VniSettings,
-};
-use switchyard::tunnel::{DecapConfig, EncapConfig};
-use switchyard::wire::EthernetAddress;
-use switchyard::{PortId, Vni};
+use switchyard::switch::{Ingress, Switch};
+use switchyard::PortId;
 
 #[derive(Parser, Debug)]
 #[command(about = "TCP throughput through the worker loop, offloads on and off, and a bridge")]
@@ -37,35 +32,6 @@ struct Args {
     /// Repetitions of each mode.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-}
-
-fn switch_config() -> SwitchConfig {
-    let vni = Vni::new(100).unwrap();
-    SwitchConfig {
-        underlay: UnderlayConfig {
-            local_ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
-            next_hop: NextHop::Static {
-                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
-                per_vtep: Vec::new(),
-            },
-            encap: EncapConfig::default(),
-            decap: DecapConfig::default(),
-        },
-        ports: vec![
-            PortConfig::access(PortId(1), vni),
-            PortConfig::access(PortId(2), vni),
-        ],
-        vnis: vec![VniSettings::new(vni, Vec::new())],
-        static_entries: Vec::new(),
-        neighbors: Vec::new(),
-        fdb: FdbConfig {
-            capacity: 1024,
-            ..FdbConfig::default()
-        },
-        services: Vec::new(),
-        lb: switchyard::switch::LbSettings::default(),
-    }
 }
 
 /// Gbit/s of one transfer of `bytes` from h1 to h2 (198.18.1.2).
@@ -156,7 +122,7 @@ fn main() {
         ("switchyard, hosts' offloads off", "off", true),
     ] {
         offloads(on);
-        let switch = Switch::new(switch_config()).unwrap();
+        let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
         let open = |dev: &str| {
             let config = AfPacketConfig {
                 tx_vnet_header,

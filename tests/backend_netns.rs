@@ -11,7 +11,7 @@
 mod netns_lab;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,7 @@ use netns_lab::{root_or_skip, Lab};
 use switchyard::backend::af_packet::{self, AfPacketConfig, AfPacketRx, AfPacketTx};
 use switchyard::backend::packet_mmsg::{self, MmsgRx, MmsgTx};
 use switchyard::backend::{netns, LoopConfig, Port, RxQueue, TxQueue, WorkerLoop};
-use switchyard::fdb::FdbConfig;
-use switchyard::switch::{
-    Ingress, NextHop, PortConfig, Switch, SwitchConfig, UnderlayConfig, VniSettings,
-};
-use switchyard::tunnel::{DecapConfig, EncapConfig};
+use switchyard::switch::{Ingress, Switch};
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
 
@@ -429,35 +425,6 @@ fn fanout_shares_an_interface_between_two_workers() {
     assert_eq!(first.stats().dropped + second.stats().dropped, 0);
 }
 
-fn switch_config() -> SwitchConfig {
-    let vni = Vni::new(100).unwrap();
-    SwitchConfig {
-        underlay: UnderlayConfig {
-            local_ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
-            next_hop: NextHop::Static {
-                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
-                per_vtep: Vec::new(),
-            },
-            encap: EncapConfig::default(),
-            decap: DecapConfig::default(),
-        },
-        ports: vec![
-            PortConfig::access(PortId(1), vni),
-            PortConfig::access(PortId(2), vni),
-        ],
-        vnis: vec![VniSettings::new(vni, Vec::new())],
-        static_entries: Vec::new(),
-        neighbors: Vec::new(),
-        fdb: FdbConfig {
-            capacity: 1024,
-            ..FdbConfig::default()
-        },
-        services: Vec::new(),
-        lb: switchyard::switch::LbSettings::default(),
-    }
-}
-
 /// Hosts h1 and h2, each in its namespace, cabled by veth to ports s1 and s2 of a switch in
 /// a third: the worker loop over two AF_PACKET ports carries ping (IPv4 and IPv6) between
 /// them, learning both MACs on the way.
@@ -483,7 +450,7 @@ fn worker_loop_switches_ping_between_two_namespaces() {
         &["addr", "add", "2001:db8:1::2/64", "dev", "h2", "nodad"],
     );
 
-    let switch = Switch::new(switch_config()).unwrap();
+    let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     let (s1_rx, s1_tx) = ring_port(&sw, AfPacketConfig::new("s1"));
     let (s2_rx, s2_tx) = ring_port(&sw, AfPacketConfig::new("s2"));
     let ports = vec![
@@ -638,7 +605,7 @@ fn tcp_through_the_switch(tag: &str, tx_offloads: bool) -> switchyard::backend::
         &["addr", "add", "2001:db8:1::2/64", "dev", "h2", "nodad"],
     );
 
-    let switch = Switch::new(switch_config()).unwrap();
+    let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     let config = |dev: &str| AfPacketConfig {
         tx_vnet_header: tx_offloads,
         ..AfPacketConfig::new(dev)
@@ -719,7 +686,7 @@ fn two_workers_share_the_ports_through_fanout() {
     lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
     lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
 
-    let switch = Switch::new(switch_config()).unwrap();
+    let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     // One fanout group per interface (a group belongs to one device).
     let base = (std::process::id() & 0x7fff) as u16;
     let port = |dev: &str, group: u16, id: u32| {

@@ -39,7 +39,8 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
-fn is_root() -> bool {
+/// True if the process runs as root (effective UID 0).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -49,6 +50,51 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// Runs a command in namespace `ns` (`ip netns exec`), returning its output whatever its
+/// status.
+pub fn exec(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip netns exec {ns} {args:?}: {e}"))
+}
+
+/// A switch with two access ports (1 and 2) in VNI 100 and a static underlay next hop: what
+/// the worker-loop tests and the TCP benchmark put between two namespaces.
+pub fn two_port_switch_config() -> switchyard::switch::SwitchConfig {
+    use std::net::{IpAddr, Ipv4Addr};
+    use switchyard::switch::{NextHop, PortConfig, SwitchConfig, UnderlayConfig, VniSettings};
+    use switchyard::wire::EthernetAddress;
+    use switchyard::{PortId, Vni};
+    let vni = Vni::new(100).expect("a valid VNI");
+    SwitchConfig {
+        underlay: UnderlayConfig {
+            local_ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            local_mac: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
+            next_hop: NextHop::Static {
+                default: EthernetAddress([0x02, 0xee, 0, 0, 0, 0xff]),
+                per_vtep: Vec::new(),
+            },
+            encap: switchyard::tunnel::EncapConfig::default(),
+            decap: switchyard::tunnel::DecapConfig::default(),
+        },
+        ports: vec![
+            PortConfig::access(PortId(1), vni),
+            PortConfig::access(PortId(2), vni),
+        ],
+        vnis: vec![VniSettings::new(vni, Vec::new())],
+        static_entries: Vec::new(),
+        neighbors: Vec::new(),
+        fdb: switchyard::fdb::FdbConfig {
+            capacity: 1024,
+            ..switchyard::fdb::FdbConfig::default()
+        },
+        services: Vec::new(),
+        lb: switchyard::switch::LbSettings::default(),
+    }
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -122,11 +168,7 @@ impl Lab {
     /// Runs a command in a namespace (`ip netns exec`), returning its output whatever its
     /// status.
     pub fn exec(&self, namespace: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", namespace])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {namespace} {args:?}: {e}"))
+        exec(namespace, args)
     }
 
     /// An interface's counter (`rx_packets`, `tx_dropped`...), read in its namespace.
