@@ -1070,6 +1070,18 @@ mod test {
         }
     }
 
+    /// Port 1, receiving `frames` with their metadata, transmitting into memory.
+    fn offload_port(frames: Vec<(Vec<u8>, FrameMeta)>) -> Port {
+        Port::new(
+            Ingress::Port(PortId(1)),
+            Box::new(OffloadRx {
+                frames,
+                held: Vec::new(),
+            }),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        )
+    }
+
     #[test]
     fn partial_checksums_are_completed_and_gso_frames_refused_with_a_count() {
         let switch = switch();
@@ -1099,18 +1111,10 @@ mod test {
             }),
             ..partial_meta
         };
-        let rx = OffloadRx {
-            frames: vec![
-                (partial.clone(), partial_meta),
-                (frame(mac(2), mac(1)), gso_meta),
-            ],
-            held: Vec::new(),
-        };
-        let p1 = Port::new(
-            Ingress::Port(PortId(1)),
-            Box::new(rx),
-            Box::new(MemoryTx::new(Frames::new(), 16)),
-        );
+        let p1 = offload_port(vec![
+            (partial.clone(), partial_meta),
+            (frame(mac(2), mac(1)), gso_meta),
+        ]);
         let mut lp = WorkerLoop::new(
             &switch,
             switch.worker(),
@@ -1169,18 +1173,10 @@ mod test {
             }),
             ..FrameMeta::default()
         };
-        let rx = OffloadRx {
-            frames: vec![
-                (super_frame, gso),
-                (frame(mac(2), mac(1)), FrameMeta::default()),
-            ],
-            held: Vec::new(),
-        };
-        let p1 = Port::new(
-            Ingress::Port(PortId(1)),
-            Box::new(rx),
-            Box::new(MemoryTx::new(Frames::new(), 16)),
-        );
+        let p1 = offload_port(vec![
+            (super_frame, gso),
+            (frame(mac(2), mac(1)), FrameMeta::default()),
+        ]);
         let mut lp = WorkerLoop::new(
             &switch,
             switch.worker(),
@@ -1282,17 +1278,9 @@ mod test {
             }),
             ..FrameMeta::default()
         };
-        let rx = OffloadRx {
-            frames: vec![(super_frame.clone(), gso), (super_frame.clone(), gso)],
-            held: Vec::new(),
-        };
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (to_two, from_two) = (Frames::new(), Frames::new());
-        let p1 = Port::new(
-            Ingress::Port(PortId(1)),
-            Box::new(rx),
-            Box::new(MemoryTx::new(Frames::new(), 16)),
-        );
+        let p1 = offload_port(vec![(super_frame.clone(), gso), (super_frame.clone(), gso)]);
         let p2 = Port::new(
             Ingress::Port(PortId(2)),
             Box::new(MemoryRx::new(to_two.clone())),
