@@ -24,7 +24,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use interop::{
-    count, counter, exec, exec_ok, marker_frame, ready, send_frames, serial, tshark, udp_frame,
+    count, counter, exec, exec_ok, marker_frame, send_frames, start, tshark, udp_frame,
     vxlan_payload, worker_sum, Options, Pod, Stream, Topology, VNI,
 };
 use switchyard::backend::netns;
@@ -56,11 +56,14 @@ fn ping_all(t: &Topology, from: &Pod, to: &str, n: u32) -> String {
 
 #[test]
 fn ping_both_ways_between_vswitch_and_kernel_vtep() {
-    if !ready("ping_both_ways_between_vswitch_and_kernel_vtep", &[PING]) {
+    let Some((_serial, t)) = start(
+        "ping_both_ways_between_vswitch_and_kernel_vtep",
+        &[PING],
+        "ping",
+        Options::default(),
+    ) else {
         return;
-    }
-    let _serial = serial();
-    let t = Topology::new("ping", Options::default());
+    };
     let (a, b) = (t.pods_a[0].clone(), t.pod_b.clone());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(10));
     ping_all(&t, &a, &b.ip_text(), 5);
@@ -78,11 +81,9 @@ fn ping_both_ways_between_vswitch_and_kernel_vtep() {
 
 #[test]
 fn ipv6_underlay_ping_across() {
-    if !ready("ipv6_underlay_ping_across", &[PING]) {
-        return;
-    }
-    let _serial = serial();
-    let t = Topology::new(
+    let Some((_serial, t)) = start(
+        "ipv6_underlay_ping_across",
+        &[PING],
         "v6",
         Options {
             ipv6: true,
@@ -91,7 +92,9 @@ fn ipv6_underlay_ping_across() {
             kernel_pod_mtu: 1430,
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let (a, b) = (t.pods_a[0].clone(), t.pod_b.clone());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(15));
     ping_all(&t, &a, &b.ip_text(), 5);
@@ -131,17 +134,17 @@ fn ipv6_underlay_ping_across() {
 
 #[test]
 fn udp_port_8472_as_flannel() {
-    if !ready("udp_port_8472_as_flannel", &[PING, TCPDUMP, TSHARK]) {
-        return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new(
+    let Some((_serial, mut t)) = start(
+        "udp_port_8472_as_flannel",
+        &[PING, TCPDUMP, TSHARK],
         "p8472",
         Options {
             udp_port: 8472,
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let (a, b) = (t.pods_a[0].clone(), t.pod_b.clone());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(10));
     let file = t.capture_underlay("ul");
@@ -275,14 +278,17 @@ fn tcp_both_ways(t: &Topology) -> serde_json::Value {
 
 #[test]
 fn tcp_10_mb_both_ways_intact() {
-    if !ready("tcp_10_mb_both_ways_intact", &[PING]) {
-        return;
-    }
-    let _serial = serial();
     // Every veth keeps its default offloads: pod A's TCP reaches vswitch as TCP GSO
     // super-frames, and node B's kernel hands its VXLAN-encapsulated TCP to the veth
     // underlay as UDP-tunnel GSO super-frames; vswitch cuts both in software.
-    let t = Topology::new("tcp", Options::default());
+    let Some((_serial, t)) = start(
+        "tcp_10_mb_both_ways_intact",
+        &[PING],
+        "tcp",
+        Options::default(),
+    ) else {
+        return;
+    };
     let c = tcp_both_ways(&t);
     assert!(
         worker_sum(&c, "gso_segments") > 0,
@@ -296,22 +302,19 @@ fn tcp_10_mb_both_ways_intact() {
 
 #[test]
 fn arp_suppression_answers_locally_and_nothing_crosses() {
-    if !ready(
+    let b_mac = "02:00:00:00:00:02";
+    let Some((_serial, mut t)) = start(
         "arp_suppression_answers_locally_and_nothing_crosses",
         &[PING, TCPDUMP, TSHARK],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    let b_mac = "02:00:00:00:00:02";
-    let mut t = Topology::new(
         "arp",
         Options {
             vni: "arp_suppression = true".into(),
             extra: format!("[[neighbor]]\nvni = {VNI}\nip = \"198.19.0.2\"\nmac = \"{b_mac}\"\n"),
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let (a, b) = (t.pods_a[0].clone(), t.pod_b.clone());
     // Pod B knows pod A already: its own ARP (the kernel VTEP does not suppress) stays out of
     // the count.
@@ -391,20 +394,17 @@ fn pair(src: &str, dst: &str) -> (String, String) {
 
 #[test]
 fn flood_one_copy_per_vtep_and_split_horizon() {
-    if !ready(
+    let Some((_serial, mut t)) = start(
         "flood_one_copy_per_vtep_and_split_horizon",
         &[PING, TCPDUMP, TSHARK],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new(
         "flood",
         Options {
             kernel_nodes: 2,
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let a = t.pods_a[0].clone();
     let (b, c) = (t.pod_b.clone(), t.pod_c.clone().unwrap());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(10));
@@ -467,14 +467,9 @@ fn has(fdb: &[(String, String, String)], mac: &str, destination: &str, kind: &st
 
 #[test]
 fn static_entries_learning_and_ageing_by_source_only() {
-    if !ready(
+    let Some((_serial, mut t)) = start(
         "static_entries_learning_and_ageing_by_source_only",
         &[PING, TCPDUMP, TSHARK],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new(
         "fdb",
         Options {
             kernel_nodes: 2,
@@ -484,7 +479,9 @@ fn static_entries_learning_and_ageing_by_source_only() {
             ),
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let a = t.pods_a[0].clone();
     let (b, c) = (t.pod_b.clone(), t.pod_c.clone().unwrap());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(10));
@@ -666,20 +663,17 @@ fn echo_requests(t: &mut Topology, name: &str, ping_args: &[&str]) -> Vec<[Strin
 
 #[test]
 fn outer_ttl_tos_df_fixed_unset_and_inherited() {
-    if !ready(
+    let Some((_serial, mut t)) = start(
         "outer_ttl_tos_df_fixed_unset_and_inherited",
         &[PING, TCPDUMP, TSHARK],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new(
         "ttl",
         Options {
             underlay: "ttl = 17\ntos = 0x20\ndf = \"set\"".into(),
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let fixed = echo_requests(&mut t, "fixed", &["-t", "50", "-Q", "0x08"]);
     for row in &fixed {
         assert_eq!(
@@ -757,11 +751,14 @@ fn rfc6040(inner: u8, outer: u8) -> Option<u8> {
 
 #[test]
 fn ecn_decapsulation_table_rfc6040() {
-    if !ready("ecn_decapsulation_table_rfc6040", &[PING, TCPDUMP, TSHARK]) {
+    let Some((_serial, mut t)) = start(
+        "ecn_decapsulation_table_rfc6040",
+        &[PING, TCPDUMP, TSHARK],
+        "ecn",
+        Options::default(),
+    ) else {
         return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new("ecn", Options::default());
+    };
     let a = t.pods_a[0].clone();
     t.wait_ping(&a, &t.pod_b.ip_text(), Duration::from_secs(10));
     let before = t.counters();
@@ -862,20 +859,17 @@ fn ecn_decapsulation_table_rfc6040() {
 
 #[test]
 fn oversized_df_ping_gets_frag_needed_and_no_outer_fragment() {
-    if !ready(
+    let Some((_serial, mut t)) = start(
         "oversized_df_ping_gets_frag_needed_and_no_outer_fragment",
         &[PING, TCPDUMP, TSHARK],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    let mut t = Topology::new(
         "mtu",
         Options {
             vswitch_pod_mtu: 1500,
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let (a, b) = (t.pods_a[0].clone(), t.pod_b.clone());
     t.wait_ping(&a, &b.ip_text(), Duration::from_secs(10));
     let before = t.counters();
@@ -1035,11 +1029,9 @@ fn connect_vip() -> TcpStream {
 
 #[test]
 fn service_vip_survives_removal_of_the_other_backend() {
-    if !ready("service_vip_survives_removal_of_the_other_backend", &[PING]) {
-        return;
-    }
-    let _serial = serial();
-    let t = Topology::new(
+    let Some((_serial, t)) = start(
+        "service_vip_survives_removal_of_the_other_backend",
+        &[PING],
         "svc",
         Options {
             vswitch_pods: 2,
@@ -1051,7 +1043,9 @@ fn service_vip_survives_removal_of_the_other_backend() {
             ),
             ..Options::default()
         },
-    );
+    ) else {
+        return;
+    };
     let (client, local, remote) = (t.pods_a[0].clone(), t.pods_a[1].clone(), t.pod_b.clone());
     t.wait_ping(&client, &remote.ip_text(), Duration::from_secs(10));
     t.wait_ping(&client, &local.ip_text(), Duration::from_secs(10));

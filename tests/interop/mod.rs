@@ -35,6 +35,21 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The start of every scenario: [`ready`] (or a loud skip: `None`), then [`serial`], then
+/// the topology `Topology::new(tag, options)`.
+pub fn start(
+    test: &str,
+    tools: &[(&str, &str)],
+    tag: &str,
+    options: Options,
+) -> Option<(MutexGuard<'static, ()>, Topology)> {
+    if !ready(test, tools) {
+        return None;
+    }
+    let serial = serial();
+    Some((serial, Topology::new(tag, options)))
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
