@@ -92,14 +92,7 @@ fn main() {
         return;
     }
     let bytes = args.megabytes << 20;
-    let mut lab = netns_lab::Lab::new("tcpb");
-    let h1 = lab.namespace("h1", false);
-    let h2 = lab.namespace("h2", false);
-    let sw = lab.namespace("sw", false);
-    lab.veth(&h1, "h1", &sw, "s1");
-    lab.veth(&h2, "h2", &sw, "s2");
-    lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
-    lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
+    let (lab, h1, h2, sw) = netns_lab::two_hosts("tcpb", false);
     println!(
         "tcp-bench: {} MB per transfer, {} reps, h1 -> s1 [sw] s2 -> h2",
         args.megabytes, args.reps

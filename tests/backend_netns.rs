@@ -433,22 +433,7 @@ fn worker_loop_switches_ping_between_two_namespaces() {
     if !root_or_skip("worker_loop_switches_ping_between_two_namespaces") {
         return;
     }
-    let mut lab = Lab::new("ping");
-    let h1 = lab.namespace("h1", true);
-    let h2 = lab.namespace("h2", true);
-    let sw = lab.namespace("sw", false);
-    lab.veth(&h1, "h1", &sw, "s1");
-    lab.veth(&h2, "h2", &sw, "s2");
-    lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
-    lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
-    lab.ip(
-        &h1,
-        &["addr", "add", "2001:db8:1::1/64", "dev", "h1", "nodad"],
-    );
-    lab.ip(
-        &h2,
-        &["addr", "add", "2001:db8:1::2/64", "dev", "h2", "nodad"],
-    );
+    let (lab, h1, h2, sw) = netns_lab::two_hosts("ping", true);
 
     let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     let (s1_rx, s1_tx) = ring_port(&sw, AfPacketConfig::new("s1"));
@@ -588,22 +573,7 @@ fn tcp_transfer(client: &str, server: &str, server_ip: IpAddr, bytes: usize) -> 
 /// the other port with a virtio-net header for the kernel (or, flooded, cuts them into
 /// segments with complete checksums), and 8 MB arrive intact over IPv4 and over IPv6.
 fn tcp_through_the_switch(tag: &str, tx_offloads: bool) -> switchyard::backend::LoopStats {
-    let mut lab = Lab::new(tag);
-    let h1 = lab.namespace("h1", true);
-    let h2 = lab.namespace("h2", true);
-    let sw = lab.namespace("sw", false);
-    lab.veth(&h1, "h1", &sw, "s1");
-    lab.veth(&h2, "h2", &sw, "s2");
-    lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
-    lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
-    lab.ip(
-        &h1,
-        &["addr", "add", "2001:db8:1::1/64", "dev", "h1", "nodad"],
-    );
-    lab.ip(
-        &h2,
-        &["addr", "add", "2001:db8:1::2/64", "dev", "h2", "nodad"],
-    );
+    let (_lab, h1, h2, sw) = netns_lab::two_hosts(tag, true);
 
     let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     let config = |dev: &str| AfPacketConfig {
@@ -677,14 +647,7 @@ fn two_workers_share_the_ports_through_fanout() {
     if !root_or_skip("two_workers_share_the_ports_through_fanout") {
         return;
     }
-    let mut lab = Lab::new("fan2");
-    let h1 = lab.namespace("h1", false);
-    let h2 = lab.namespace("h2", false);
-    let sw = lab.namespace("sw", false);
-    lab.veth(&h1, "h1", &sw, "s1");
-    lab.veth(&h2, "h2", &sw, "s2");
-    lab.ip(&h1, &["addr", "add", "198.18.1.1/24", "dev", "h1"]);
-    lab.ip(&h2, &["addr", "add", "198.18.1.2/24", "dev", "h2"]);
+    let (_lab, h1, h2, sw) = netns_lab::two_hosts("fan2", false);
 
     let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
     // One fanout group per interface (a group belongs to one device).

@@ -62,6 +62,30 @@ pub fn exec(ns: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("ip netns exec {ns} {args:?}: {e}"))
 }
 
+/// Two hosts, `h1` (198.18.1.1) and `h2` (198.18.1.2; with `ipv6` also 2001:db8:1::1 and
+/// ::2), each cabled by a veth to a switch namespace whose ends are `s1` and `s2`: the
+/// topology of the worker-loop tests and the TCP benchmark. Returns the lab and the names of
+/// the namespaces h1, h2 and the switch's.
+pub fn two_hosts(tag: &str, ipv6: bool) -> (Lab, String, String, String) {
+    let mut lab = Lab::new(tag);
+    let h1 = lab.namespace("h1", ipv6);
+    let h2 = lab.namespace("h2", ipv6);
+    let sw = lab.namespace("sw", false);
+    lab.veth(&h1, "h1", &sw, "s1");
+    lab.veth(&h2, "h2", &sw, "s2");
+    for (ns, dev, host) in [(&h1, "h1", 1), (&h2, "h2", 2)] {
+        lab.ip(
+            ns,
+            &["addr", "add", &format!("198.18.1.{host}/24"), "dev", dev],
+        );
+        if ipv6 {
+            let address = format!("2001:db8:1::{host}/64");
+            lab.ip(ns, &["addr", "add", &address, "dev", dev, "nodad"]);
+        }
+    }
+    (lab, h1, h2, sw)
+}
+
 /// A switch with two access ports (1 and 2) in VNI 100 and a static underlay next hop: what
 /// the worker-loop tests and the TCP benchmark put between two namespaces.
 pub fn two_port_switch_config() -> switchyard::switch::SwitchConfig {
