@@ -129,6 +129,10 @@ pub struct UnderlaySection {
     pub prefix_len: Option<u8>,
     /// The router towards VTEPs outside the subnet.
     pub gateway: Option<IpAddr>,
+    /// io-uring backend only: UDP GSO on transmit (consecutive same-size datagrams to one
+    /// VTEP in one send, as a TCP super-frame's segments are) and UDP GRO on receive. Default
+    /// on; off saves the 33 MiB of 64 KiB receive buffers that GRO needs.
+    pub udp_offloads: Option<bool>,
 }
 
 fn vxlan_port() -> u16 {
@@ -552,6 +556,12 @@ impl File {
 
         if self.switch.workers == 0 {
             return Err(error("switch.workers", "at least 1"));
+        }
+        if u.udp_offloads.is_some() && u.backend != BackendKind::IoUring {
+            return Err(error(
+                "underlay.udp_offloads",
+                "applies to backend = \"io-uring\" only (AF_PACKET takes no UDP-tunnel GSO)",
+            ));
         }
         let switch = SwitchConfig {
             underlay: UnderlayConfig {

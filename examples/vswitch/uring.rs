@@ -24,6 +24,9 @@ pub fn open_underlays(
         underlay.local_ip,
         underlay.udp_port,
     ));
+    if underlay.udp_offloads.unwrap_or(true) {
+        config = config.with_offloads();
+    }
     config.local_mac = local_mac;
     config.reject_zero_checksum_ipv6 = !underlay.zero_checksum_ipv6;
     // The switch verifies IPv6 UDP checksums unless zero checksums are allowed: give it
