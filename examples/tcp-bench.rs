@@ -2,8 +2,9 @@
 //! ports: with the hosts' veth offloads on, GSO super-frames sent whole to the other port
 //! with a virtio-net header (the kernel segments), or cut into segments by the loop
 //! (`switchyard::gso`, TX sockets without the header); with the offloads off (`ethtool -K tso
-//! off gso off tx off`: plain frames with full checksums); and through a Linux bridge in the
-//! same place as the kernel's reference.
+//! off gso off tx off`: plain frames with full checksums), their segments coalesced into
+//! super-frames for the receiving port (`switchyard::gro`) or sent as they came; and through a
+//! Linux bridge in the same place as the kernel's reference.
 //!
 //! ```text
 //! cargo run --release --features af-packet --example tcp-bench -- [--megabytes 256] [--reps 3]
@@ -109,10 +110,26 @@ fn main() {
         }
     };
 
-    for (mode, on, tx_vnet_header) in [
-        ("switchyard, offloads on, super-frames whole", "on", true),
-        ("switchyard, offloads on, software GSO", "on", false),
-        ("switchyard, hosts' offloads off", "off", true),
+    for (mode, on, tx_vnet_header, coalesce) in [
+        (
+            "switchyard, offloads on, super-frames whole",
+            "on",
+            true,
+            true,
+        ),
+        ("switchyard, offloads on, software GSO", "on", false, false),
+        (
+            "switchyard, hosts' offloads off, coalesced",
+            "off",
+            true,
+            true,
+        ),
+        (
+            "switchyard, hosts' offloads off, as sent",
+            "off",
+            true,
+            false,
+        ),
     ] {
         offloads(on);
         let switch = Switch::new(netns_lab::two_port_switch_config()).unwrap();
@@ -135,8 +152,11 @@ fn main() {
         let (rates, stats): (Vec<f64>, LoopStats) = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
                 let started = Instant::now();
-                let mut lp =
-                    WorkerLoop::new(&switch, switch.worker(), ports, LoopConfig::default());
+                let config = LoopConfig {
+                    coalesce,
+                    ..LoopConfig::default()
+                };
+                let mut lp = WorkerLoop::new(&switch, switch.worker(), ports, config);
                 lp.run(
                     || switchyard::time::Instant::from_nanos(started.elapsed().as_nanos() as u64),
                     &stop,
@@ -148,7 +168,7 @@ fn main() {
             (rates, worker.join().unwrap())
         });
         println!(
-            "  {mode:44} median {:6.2} Gbit/s  {rates:.2?}\n    loop: {} frames in, {} sent, {} GSO super-frames: {} whole, {} segments ({} dropped), {} checksums completed",
+            "  {mode:44} median {:6.2} Gbit/s  {rates:.2?}\n    loop: {} frames in, {} sent, {} GSO super-frames: {} whole, {} segments ({} dropped), {} checksums completed, {} segments coalesced into {} super-frames",
             median(rates.clone()),
             stats.received,
             stats.sent,
@@ -157,6 +177,8 @@ fn main() {
             stats.gso_segments,
             stats.gso_dropped,
             stats.checksums_completed,
+            stats.gro_segments,
+            stats.gro_frames,
         );
     }
 

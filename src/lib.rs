@@ -20,6 +20,8 @@
 //! - [`lb`] (with `alloc`): a service load balancer: Maglev tables, connection tracking,
 //!   ClientIP affinity and NAT with incremental checksums, tables swapped without blocking.
 //! - [`gso`]: software segmentation of TCP super-frames (GSO) that a Linux peer hands over.
+//! - [`gro`] (with `alloc`): the inverse, consecutive TCP segments joined into a super-frame
+//!   for a port that hands it to the kernel whole.
 //! - [`time`]: the caller's clock, as an argument.
 //! - [`DropReason`]: why a frame was refused, one enum for the whole core, usable as a
 //!   counter index.
@@ -68,6 +70,8 @@ pub mod backend;
 mod drop_reason;
 #[cfg(feature = "alloc")]
 pub mod fdb;
+#[cfg(feature = "alloc")]
+pub mod gro;
 pub mod gso;
 #[cfg(feature = "alloc")]
 pub mod lb;

@@ -14,7 +14,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::vec::Vec;
 
-use super::{recycle, FrameMeta, RxQueue, TxQueue};
+use super::{recycle, FrameMeta, PartialChecksum, RxQueue, TxQueue};
+use crate::gro::TcpCoalescer;
 use crate::switch::{Egress, Ingress, Output, Payload, Received, Switch, Worker};
 use crate::time::{Duration, Instant};
 
@@ -34,6 +35,11 @@ pub struct LoopConfig {
     /// Most bytes of segments cut from GSO super-frames per batch (8 MiB: some 120 full
     /// 64 KB super-frames); super-frames beyond it are dropped and counted.
     pub gso_scratch_limit: usize,
+    /// Join consecutive TCP segments of one flow bound for the same local port into one
+    /// super-frame ([`crate::gro`]) when that port's queue accepts offloads: the receiving
+    /// host's stack then takes them at once, as the kernel's GRO would give them, and sends
+    /// fewer acknowledgements back through the switch. Default on.
+    pub coalesce: bool,
 }
 
 impl Default for LoopConfig {
@@ -44,6 +50,7 @@ impl Default for LoopConfig {
             idle_timeout: Duration::from_millis(10),
             idle_spins: 32,
             gso_scratch_limit: 8 << 20,
+            coalesce: true,
         }
     }
 }
@@ -80,10 +87,16 @@ pub struct LoopStats {
     pub gso_whole: u64,
     /// GSO super-frames dropped: not TCP (UDP GSO, unknown types), headers the segmenter
     /// refuses, or beyond [`LoopConfig::gso_scratch_limit`]. Sending one as it is would put a
-    /// frame far above the MTU, with a partial checksum, on the next link.
+    /// frame far above the MTU, with a partial checksum, on the next link. Also super-frames
+    /// (received or coalesced) that the transmit queue refused.
     pub gso_dropped: u64,
     /// Frames whose partial checksum could not be completed (offsets outside the frame).
     pub offload_malformed: u64,
+    /// Super-frames joined from TCP segments for a local port ([`LoopConfig::coalesce`]),
+    /// each counted once in `sent`.
+    pub gro_frames: u64,
+    /// Segments joined into them.
+    pub gro_segments: u64,
     /// Runs of the switch's timers.
     pub timer_runs: u64,
 }
@@ -117,6 +130,8 @@ impl core::fmt::Debug for Port {
 struct TxSlot {
     egress: Egress,
     queue: Box<dyn TxQueue>,
+    /// A local port whose queue accepts offloads: TCP segments to it are coalesced.
+    coalesce: bool,
     dirty: bool,
 }
 
@@ -145,6 +160,9 @@ pub struct WorkerLoop<'s> {
     gso_scratch: Vec<u8>,
     /// Offload metadata of the batch's frames, by index, when some frame goes whole.
     offload_metas: Vec<FrameMeta>,
+    /// The super-frame being joined, and the port it goes to.
+    gro: TcpCoalescer,
+    gro_egress: Option<Egress>,
     pollfds: Vec<libc::pollfd>,
     first_rx: usize,
     next_timer: Option<Instant>,
@@ -191,8 +209,12 @@ impl<'s> WorkerLoop<'s> {
         let mut rx = Vec::with_capacity(ports.len());
         let mut tx = Vec::with_capacity(ports.len());
         for port in ports {
+            let egress = egress_of(port.ingress);
             tx.push(TxSlot {
-                egress: egress_of(port.ingress),
+                egress,
+                coalesce: config.coalesce
+                    && matches!(egress, Egress::Port(_))
+                    && port.tx.accepts_offloads(),
                 queue: port.tx,
                 dirty: false,
             });
@@ -219,6 +241,8 @@ impl<'s> WorkerLoop<'s> {
             spare: Vec::new(),
             gso_scratch: Vec::new(),
             offload_metas: Vec::new(),
+            gro: TcpCoalescer::new(),
+            gro_egress: None,
             pollfds: Vec::new(),
             first_rx: 0,
             next_timer: None,
@@ -306,6 +330,8 @@ impl<'s> WorkerLoop<'s> {
             gso_scratch,
             spare,
             offload_metas,
+            gro,
+            gro_egress,
             ..
         } = self;
         let mut frames = recycle(core::mem::take(frames));
@@ -375,13 +401,31 @@ impl<'s> WorkerLoop<'s> {
                         .map(|m| m.moved(range.start, header.len())),
                     Payload::Generated(_) => None,
                 };
+                let to = action.egress;
+                if offload.is_none() && tx.iter().any(|t| t.egress == to && t.coalesce) {
+                    if *gro_egress == Some(to) && gro.merge([header, payload]) {
+                        continue;
+                    }
+                    send_coalesced(tx, stats, gro, gro_egress);
+                    if gro.start([header, payload]) {
+                        *gro_egress = Some(to);
+                        continue;
+                    }
+                } else if *gro_egress == Some(to) {
+                    // The flow's earlier segments go first.
+                    send_coalesced(tx, stats, gro, gro_egress);
+                }
                 match offload {
-                    None => transmit(tx, stats, action.egress, header, payload),
+                    None => transmit(tx, stats, to, header, payload),
                     Some(meta) => {
-                        transmit_offloaded(tx, stats, action.egress, header, payload, meta)
+                        let whole = meta.is_some_and(|m| m.gso.is_some());
+                        if transmit_offloaded(tx, stats, to, header, payload, meta) && whole {
+                            stats.gso_whole += 1;
+                        }
                     }
                 }
             }
+            send_coalesced(tx, stats, gro, gro_egress);
         }
         flush(tx, stats);
 
@@ -654,8 +698,47 @@ fn cut(
     Some(count)
 }
 
+/// Sends the super-frame being joined, if any, to its port: as a plain frame if it holds
+/// one segment, else with the GSO and partial checksum that describe it.
+fn send_coalesced(
+    tx: &mut [TxSlot],
+    stats: &mut LoopStats,
+    gro: &mut TcpCoalescer,
+    egress: &mut Option<Egress>,
+) {
+    let (Some(to), Some(out)) = (egress.take(), gro.finish()) else {
+        return;
+    };
+    let Some(gso) = out.gso else {
+        transmit(tx, stats, to, out.frame, &[]);
+        return;
+    };
+    stats.gro_frames += 1;
+    stats.gro_segments += u64::from(gso.segments);
+    let meta = FrameMeta {
+        partial_checksum: Some(PartialChecksum {
+            start: gso.checksum_start,
+            offset: gso.checksum_offset,
+        }),
+        gso: Some(super::Gso {
+            kind: if gso.ipv6 {
+                super::GsoKind::TcpV6
+            } else {
+                super::GsoKind::TcpV4
+            },
+            ecn: false,
+            segment_size: gso.segment_size,
+            header_len: gso.header_len,
+        }),
+        checksum_valid: false,
+    };
+    let _ = transmit_offloaded(tx, stats, to, out.frame, &[], Some(meta));
+}
+
 /// Sends a frame with offloads for the kernel (a super-frame going whole); `meta` is `None`
 /// if its offsets did not survive the switch's rewrite. Refused: counted as a GSO drop.
+/// True if the queue took it.
+#[must_use]
 fn transmit_offloaded(
     tx: &mut [TxSlot],
     stats: &mut LoopStats,
@@ -663,22 +746,21 @@ fn transmit_offloaded(
     header: &[u8],
     payload: &[u8],
     meta: Option<FrameMeta>,
-) {
+) -> bool {
     let (Some(slot), Some(meta)) = (tx.iter_mut().find(|t| t.egress == egress), meta) else {
         stats.gso_dropped += 1;
-        return;
+        return false;
     };
     slot.dirty = true;
     match slot.queue.send_offloaded(header, payload, &meta) {
         Ok(true) => {
             stats.sent += 1;
-            if meta.gso.is_some() {
-                stats.gso_whole += 1;
-            }
+            return true;
         }
         Ok(false) => stats.gso_dropped += 1,
         Err(_) => stats.tx_errors += 1,
     }
+    false
 }
 
 /// Flushes the queues that were sent to. A queue whose kernel cannot take the frames now
@@ -722,8 +804,8 @@ mod test {
 
     use super::*;
     use crate::backend::memory::{Frames, MemoryRx, MemoryTx};
+    use crate::backend::QueueStats;
     use crate::backend::{Gso, GsoKind};
-    use crate::backend::{PartialChecksum, QueueStats};
     use crate::fdb::FdbConfig;
     use crate::switch::{NextHop, PortConfig, SwitchConfig, UnderlayConfig, VniSettings};
     use crate::tunnel::{DecapConfig, EncapConfig};
@@ -1318,6 +1400,87 @@ mod test {
         assert_eq!(stats.gso_whole, 1);
         assert_eq!(stats.gso_segments, 4);
         assert_eq!(stats.gso_dropped, 0);
+    }
+
+    /// TCP segments of one flow for a port that takes offloads leave as one super-frame
+    /// (its partial checksum completed, the sender's super-frame again), and before the
+    /// frame that followed them; with `coalesce` off, as they came.
+    #[test]
+    fn tcp_segments_for_a_port_that_takes_offloads_are_joined() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 3) as u8).collect();
+        let mut super_frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+            .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 501)
+            .ack(1)
+            .write(&mut super_frame, &payload)
+            .unwrap();
+        let mut segmenter = crate::gso::TcpSegmenter::new(&super_frame, 1448).unwrap();
+        let mut buffer = vec![0u8; segmenter.max_segment_len()];
+        let mut segments = Vec::new();
+        while let Some(len) = segmenter.next_into(&mut buffer) {
+            segments.push(buffer[..len].to_vec());
+        }
+        assert_eq!(segments.len(), 4);
+        let after = frame(mac(2), mac(1));
+
+        for coalesce in [true, false] {
+            let switch = switch();
+            let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let to_two = Frames::new();
+            let p2 = Port::new(
+                Ingress::Port(PortId(2)),
+                Box::new(MemoryRx::new(to_two.clone())),
+                Box::new(OffloadTx {
+                    sent: Arc::clone(&sent),
+                }),
+            );
+            let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+            let config = LoopConfig {
+                coalesce,
+                ..LoopConfig::default()
+            };
+            let mut lp = WorkerLoop::new(&switch, switch.worker(), vec![p1, p2], config);
+            // mac(2) learned on port 2 first.
+            to_two.push(frame(mac(1), mac(2)));
+            while lp.step(Instant::from_secs(1)) > 0 {}
+            for segment in &segments {
+                one.to_switch.push(segment.clone());
+            }
+            one.to_switch.push(after.clone());
+            while lp.step(Instant::from_secs(1)) > 0 {}
+
+            let sent = sent.lock().unwrap();
+            let stats = lp.stats();
+            if !coalesce {
+                let frames: Vec<&Vec<u8>> = sent.iter().map(|(f, _)| f).collect();
+                assert_eq!(frames[..4], segments.iter().collect::<Vec<_>>()[..]);
+                assert_eq!((stats.gro_frames, stats.gro_segments), (0, 0));
+                continue;
+            }
+            assert_eq!(sent.len(), 2, "one super-frame, then the frame after it");
+            let (joined, meta) = &sent[0];
+            let expected_meta = FrameMeta {
+                partial_checksum: Some(PartialChecksum {
+                    start: 34,
+                    offset: 16,
+                }),
+                gso: Some(Gso {
+                    kind: GsoKind::TcpV4,
+                    ecn: false,
+                    segment_size: 1448,
+                    header_len: 54,
+                }),
+                checksum_valid: false,
+            };
+            assert_eq!(meta, &expected_meta);
+            let mut completed = joined.clone();
+            assert!(meta.partial_checksum.unwrap().complete(&mut completed));
+            assert_eq!(completed, super_frame);
+            assert_eq!(sent[1], (after.clone(), FrameMeta::default()));
+            assert_eq!((stats.gro_frames, stats.gro_segments), (1, 4));
+            assert_eq!(lp.worker().counters.received, 6);
+        }
     }
 
     #[test]
