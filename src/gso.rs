@@ -11,6 +11,9 @@
 //! complete TCP checksum (RFC 9293 section 3.1), whatever the super-frame's checksum held
 //! (partial, as offload leaves it).
 //!
+//! UDP GSO super-frames (a `UDP_SEGMENT` send, or VXLAN datagrams a switch joined for one
+//! system call) are cut by [`UdpSegmenter`] as the kernel's `__udp_gso_segment` does.
+//!
 //! No allocation: [`TcpSegmenter::next_into`] writes one segment into the caller's buffer.
 
 use crate::wire::checksum;
@@ -23,6 +26,8 @@ pub enum GsoError {
     Truncated,
     /// Not Ethernet + IPv4/IPv6 + TCP (an IPv6 extension header, another protocol).
     NotTcp,
+    /// Not Ethernet + IPv4/IPv6 + UDP, for [`UdpSegmenter`].
+    NotUdp,
     /// An IPv4 fragment: never a GSO frame.
     Fragment,
     /// A segment size of 0.
@@ -34,6 +39,7 @@ impl core::fmt::Display for GsoError {
         f.write_str(match self {
             GsoError::Truncated => "GSO frame truncated",
             GsoError::NotTcp => "GSO frame is not Ethernet/IP/TCP",
+            GsoError::NotUdp => "GSO frame is not Ethernet/IP/UDP",
             GsoError::Fragment => "GSO frame is an IP fragment",
             GsoError::BadSegmentSize => "GSO segment size 0",
         })
@@ -325,6 +331,157 @@ impl<'f> TunnelSegmenter<'f> {
             out.get_mut(udp + 6..udp + 8)?
                 .copy_from_slice(&sum.to_be_bytes());
         }
+        self.index = self.index.wrapping_add(1);
+        Some(len)
+    }
+}
+
+/// Cuts a UDP GSO super-frame (`VIRTIO_NET_HDR_GSO_UDP_L4`: a `UDP_SEGMENT` send, or what
+/// [`crate::gro::UdpCoalescer`] joins) into its datagrams, as the kernel's
+/// `__udp_gso_segment` does: Ethernet (up to two VLAN tags), IPv4 (options allowed) or IPv6
+/// (no extension headers), UDP, then payloads of `size` bytes each, the last possibly
+/// shorter. Each datagram gets the super-frame's headers with the IP lengths, a consecutive
+/// IPv4 identification and a new header checksum, the UDP length, and a complete UDP
+/// checksum; over IPv4 it may be left at zero instead ("none", RFC 768), for a receiver that
+/// would only verify it again.
+#[derive(Debug, Clone)]
+pub struct UdpSegmenter<'f> {
+    frame: &'f [u8],
+    ip: usize,
+    udp: usize,
+    end: usize,
+    ipv6: bool,
+    size: usize,
+    zero_ipv4_checksum: bool,
+    done: usize,
+    index: u16,
+}
+
+impl<'f> UdpSegmenter<'f> {
+    /// Reads the headers of `frame` for datagrams of `size` payload bytes; over IPv4, the
+    /// datagrams' UDP checksums are left at zero if `zero_ipv4_checksum`.
+    pub fn new(
+        frame: &'f [u8],
+        size: u16,
+        zero_ipv4_checksum: bool,
+    ) -> Result<UdpSegmenter<'f>, GsoError> {
+        if size == 0 {
+            return Err(GsoError::BadSegmentSize);
+        }
+        let mut ip = 14;
+        let mut ethertype = read_u16(frame, 12)?;
+        for _ in 0..2 {
+            if ethertype == 0x8100 || ethertype == 0x88a8 {
+                ethertype = read_u16(frame, ip + 2)?;
+                ip += 4;
+            }
+        }
+        let (udp, end, ipv6) = match ethertype {
+            0x0800 => {
+                let version_ihl = *frame.get(ip).ok_or(GsoError::Truncated)?;
+                let header_len = usize::from(version_ihl & 0x0f) * 4;
+                if version_ihl >> 4 != 4 || header_len < 20 || frame.get(ip + 9) != Some(&17) {
+                    return Err(GsoError::NotUdp);
+                }
+                if read_u16(frame, ip + 6)? & 0x3fff != 0 {
+                    return Err(GsoError::Fragment);
+                }
+                let total = usize::from(read_u16(frame, ip + 2)?);
+                let end = if total == 0 { frame.len() } else { ip + total };
+                (ip + header_len, end, false)
+            }
+            0x86dd => {
+                if frame.get(ip + 6) != Some(&17) {
+                    return Err(GsoError::NotUdp);
+                }
+                let payload = usize::from(read_u16(frame, ip + 4)?);
+                let end = if payload == 0 {
+                    frame.len()
+                } else {
+                    ip + 40 + payload
+                };
+                (ip + 40, end, true)
+            }
+            _ => return Err(GsoError::NotUdp),
+        };
+        if udp + 8 > end || end > frame.len() {
+            return Err(GsoError::Truncated);
+        }
+        Ok(UdpSegmenter {
+            frame,
+            ip,
+            udp,
+            end,
+            ipv6,
+            size: usize::from(size),
+            zero_ipv4_checksum,
+            done: 0,
+            index: 0,
+        })
+    }
+
+    /// How many datagrams the frame makes (at least one, even without payload).
+    pub fn segment_count(&self) -> usize {
+        (self.end - self.udp - 8).div_ceil(self.size).max(1)
+    }
+
+    /// The longest datagram: headers and `size` bytes of payload.
+    pub fn max_segment_len(&self) -> usize {
+        self.udp + 8 + self.size.min(self.end - self.udp - 8)
+    }
+
+    /// Writes the next datagram into `out` and returns its length; `None` when every one has
+    /// been written, or if `out` is shorter than the datagram (nothing is written then).
+    pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (ip, udp) = (self.ip, self.udp);
+        let payload = udp + 8;
+        if usize::from(self.index) >= self.segment_count() {
+            return None;
+        }
+        let chunk = self.size.min(self.end - payload - self.done);
+        let len = payload + chunk;
+        let out = out.get_mut(..len)?;
+        out.get_mut(..payload)?
+            .copy_from_slice(self.frame.get(..payload)?);
+        out.get_mut(payload..)?.copy_from_slice(
+            self.frame
+                .get(payload + self.done..payload + self.done + chunk)?,
+        );
+        let udp_len = (len - udp) as u16;
+        out.get_mut(udp + 4..udp + 6)?
+            .copy_from_slice(&udp_len.to_be_bytes());
+        out.get_mut(udp + 6..udp + 8)?.fill(0);
+        let addresses = if self.ipv6 {
+            let payload_len = (len - ip - 40) as u16;
+            out.get_mut(ip + 4..ip + 6)?
+                .copy_from_slice(&payload_len.to_be_bytes());
+            ip + 8..ip + 40
+        } else {
+            let total = (len - ip) as u16;
+            out.get_mut(ip + 2..ip + 4)?
+                .copy_from_slice(&total.to_be_bytes());
+            let id =
+                u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?]).wrapping_add(self.index);
+            out.get_mut(ip + 4..ip + 6)?
+                .copy_from_slice(&id.to_be_bytes());
+            let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
+            out.get_mut(ip + 10..ip + 12)?
+                .copy_from_slice(&sum.to_be_bytes());
+            ip + 12..ip + 20
+        };
+        if self.ipv6 || !self.zero_ipv4_checksum {
+            let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
+                + 17
+                + u32::from(udp_len)
+                + u32::from(checksum::sum_bytes(out.get(udp..len)?));
+            let sum = match !checksum::fold(sum) {
+                0 => 0xffff,
+                sum => sum,
+            };
+            out.get_mut(udp + 6..udp + 8)?
+                .copy_from_slice(&sum.to_be_bytes());
+        }
+        self.done += chunk;
         self.index = self.index.wrapping_add(1);
         Some(len)
     }

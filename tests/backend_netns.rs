@@ -1,7 +1,8 @@
 //! The AF_PACKET backend on veth pairs in network namespaces of its own (root only; skipped
 //! loudly otherwise, and a failure under `CI=true`): frames both ways through the rings, a
 //! burst of 100 000 frames below the ring's capacity with none lost, fanout between two
-//! workers, and the worker loop switching pings between two namespaces.
+//! workers, the worker loop switching pings between two namespaces, and UDP GSO sends
+//! (equal datagrams joined) that the peer's kernel delivers datagram by datagram.
 //!
 //! The peer of a ring port is the `recvmmsg`/`sendmmsg` port: different code (no rings) on
 //! the same kernel, so a bug in the ring walk cannot hide behind the same bug on the other
@@ -712,4 +713,141 @@ fn two_workers_share_the_ports_through_fanout() {
         stats.iter().all(|s| s.tx_errors == 0 && s.gso_dropped == 0),
         "{stats:?}"
     );
+}
+
+/// With `tx_udp_gso`, equal datagrams of one flow leave as a few UDP GSO sends (64
+/// datagrams at most each, a shorter one ending one): the veth carries a handful of packets
+/// instead of 101, the peer's kernel delivers every datagram intact and in order to a UDP
+/// socket, and a ring port with virtio-net headers on the peer receives UDP GSO super-frames
+/// that `gso::UdpSegmenter` cuts back into the very frames sent.
+#[test]
+fn udp_gso_sends_equal_datagrams_together_and_the_peer_gets_each() {
+    if !root_or_skip("udp_gso_sends_equal_datagrams_together_and_the_peer_gets_each") {
+        return;
+    }
+    let (lab, a, b) = pair("ugso");
+    lab.ip(&b, &["addr", "add", "198.18.201.2/24", "dev", "b0"]);
+    let mac = lab.exec(&b, &["cat", "/sys/class/net/b0/address"]);
+    let mac: Vec<u8> = String::from_utf8_lossy(&mac.stdout)
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let socket = netns::run_in(&b, || std::net::UdpSocket::bind("198.18.201.2:4789"))
+        .unwrap()
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (mut peer_rx, _peer_tx) = ring_port(&b, AfPacketConfig::new("b0"));
+    let config = AfPacketConfig {
+        tx_udp_gso: true,
+        ..AfPacketConfig::new("a0")
+    };
+    let (_rx, mut tx) = ring_port(&a, config);
+
+    let payloads: Vec<Vec<u8>> = (0..101u32)
+        .map(|i| {
+            let len = if i == 100 { 10 } else { 1000 };
+            (0..len).map(|j| (i * 7 + j) as u8).collect()
+        })
+        .collect();
+    let frames: Vec<Vec<u8>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let mut header = etherparse::Ipv4Header::new(
+                payload.len() as u16 + 8,
+                64,
+                etherparse::IpNumber::UDP,
+                [198, 18, 201, 1],
+                [198, 18, 201, 2],
+            )
+            .unwrap();
+            header.identification = i as u16;
+            header.dont_fragment = true;
+            let mut frame = Vec::new();
+            etherparse::PacketBuilder::ethernet2(
+                [0x02, 0, 0, 0, 0, 0xaa],
+                mac[..].try_into().unwrap(),
+            )
+            .ip(etherparse::IpHeaders::Ipv4(header, Default::default()))
+            .udp(49152, 4789)
+            .write(&mut frame, payload)
+            .unwrap();
+            frame[40..42].fill(0); // no UDP checksum, as VXLAN over IPv4 sends by default
+            frame
+        })
+        .collect();
+
+    let before = lab.counter(&a, "a0", "tx_packets");
+    for frame in &frames {
+        assert!(tx.send(frame, &[]).unwrap());
+    }
+    flush_fully(&mut tx);
+    let stats = tx.stats();
+    assert_eq!(
+        (stats.frames, stats.dropped, stats.malformed),
+        (101, 0, 0),
+        "{stats:?}"
+    );
+    let carried = lab.counter(&a, "a0", "tx_packets") - before;
+    assert!(
+        carried <= 4,
+        "the veth carried {carried} packets for 101 datagrams"
+    );
+
+    let mut buffer = [0u8; 2048];
+    let got: Vec<Vec<u8>> = (0..101)
+        .map(|_| {
+            let n = socket.recv(&mut buffer).expect("a datagram");
+            buffer[..n].to_vec()
+        })
+        .collect();
+    assert_eq!(
+        got, payloads,
+        "the socket receives every datagram, intact, in order"
+    );
+
+    let mut cut = Vec::new();
+    let mut frames_in = Vec::new();
+    let mut metas = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cut.len() < 101 && Instant::now() < deadline {
+        frames_in.clear();
+        metas.clear();
+        let mut batch = switchyard::backend::recycle(std::mem::take(&mut frames_in));
+        peer_rx.recv_with_meta(&mut batch, &mut metas, 64).unwrap();
+        for (frame, meta) in batch.iter().zip(&metas) {
+            if udp_port_of(frame) != Some(4789) {
+                continue;
+            }
+            match meta.gso {
+                None => cut.push(frame.to_vec()),
+                Some(gso) => {
+                    assert_eq!(gso.kind, switchyard::backend::GsoKind::UdpL4);
+                    let mut s =
+                        switchyard::gso::UdpSegmenter::new(frame, gso.segment_size, true).unwrap();
+                    let mut out = vec![0u8; s.max_segment_len()];
+                    while let Some(n) = s.next_into(&mut out) {
+                        cut.push(out[..n].to_vec());
+                    }
+                }
+            }
+        }
+        frames_in = switchyard::backend::recycle(batch);
+        peer_rx.release();
+    }
+    assert!(
+        cut == frames,
+        "the peer's ring port, cutting what it receives, has the frames sent"
+    );
+}
+
+fn udp_port_of(frame: &[u8]) -> Option<u16> {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    match p.transport? {
+        etherparse::TransportSlice::Udp(udp) => Some(udp.destination_port()),
+        _ => None,
+    }
 }

@@ -98,11 +98,6 @@ fn errors_name_the_offending_key() {
             "addr = \"198.19.0.9:8080\"",
             "service[0]",
         ),
-        (
-            "# udp_offloads = true",
-            "udp_offloads = true",
-            "underlay.udp_offloads",
-        ),
         ("df = \"set\"", "df = \"sometimes\"", "line 17"),
         ("workers = 1", "wrokers = 1", "line 4"),
     ];

@@ -470,7 +470,10 @@ fn open_port(binding: &PortBinding, fanout: Option<u16>) -> io::Result<Port> {
 }
 
 fn open_underlay(file: &File, fanout: Option<u16>) -> io::Result<Port> {
-    let config = af_packet(&file.underlay.interface, fanout);
+    let config = AfPacketConfig {
+        tx_udp_gso: file.underlay.udp_offloads.unwrap_or(true),
+        ..af_packet(&file.underlay.interface, fanout)
+    };
     Ok(Port::new(
         Ingress::Underlay,
         Box::new(AfPacketRx::open(&config)?),

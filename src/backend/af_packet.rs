@@ -49,7 +49,8 @@ use std::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::offload::VNET_HEADER_LEN;
-use super::{FrameMeta, QueueStats, RxQueue, TxQueue};
+use super::{FrameMeta, Gso, GsoKind, PartialChecksum, QueueStats, RxQueue, TxQueue};
+use crate::gro::{Coalesced, UdpCoalescer};
 
 /// `TPACKET_V2` and `TPACKET_V3`, the values of `enum tpacket_versions` (libc has the enum,
 /// but `setsockopt` wants the `int`).
@@ -102,6 +103,13 @@ pub struct AfPacketConfig {
     /// the socket buffer instead of attaching ring pages to it (a page reference taken and
     /// dropped per frame), and the header is there for frames that need offloads.
     pub tx_vnet_header: bool,
+    /// Join consecutive UDP datagrams of one flow and one size (the VXLAN packets of one
+    /// TCP super-frame towards one VTEP, a stream of equal frames) into one UDP GSO
+    /// super-frame ([`crate::gro::UdpCoalescer`]), sent with one `sendmsg` and a
+    /// `VIRTIO_NET_HDR_GSO_UDP_L4` header: the kernel cuts it where a link needs it, and a
+    /// veth carries it whole. The datagrams get UDP checksums (the kernel's UDP GSO needs
+    /// them), also over IPv4. For an underlay port; needs `tx_vnet_header`. Default off.
+    pub tx_udp_gso: bool,
 }
 
 impl AfPacketConfig {
@@ -119,6 +127,7 @@ impl AfPacketConfig {
             promiscuous: true,
             qdisc_bypass: true,
             tx_vnet_header: true,
+            tx_udp_gso: false,
         }
     }
 }
@@ -750,6 +759,8 @@ pub struct AfPacketTx {
     /// A third socket, without a ring, for frames too large for a ring slot that the kernel
     /// is to segment (GSO super-frames): one `sendmsg` each, after the ring's frames.
     offload: Option<OwnedFd>,
+    /// Datagrams being joined into one UDP GSO send (`tx_udp_gso`).
+    udp_join: Option<UdpCoalescer>,
     head: usize,
     pending: usize,
     stats: QueueStats,
@@ -762,6 +773,11 @@ impl AfPacketTx {
     /// Opens the transmitting half on `config.interface`.
     pub fn open(config: &AfPacketConfig) -> io::Result<AfPacketTx> {
         let interface = config.interface.as_str();
+        if config.tx_udp_gso && !config.tx_vnet_header {
+            return Err(invalid(String::from(
+                "tx_udp_gso needs tx_vnet_header (the GSO type travels in it)",
+            )));
+        }
         let frame_size = config.tx_frame_size;
         if !frame_size.is_multiple_of(16) || (frame_size as usize) < TX_DATA_OFFSET + 64 {
             return Err(invalid(format!(
@@ -865,6 +881,7 @@ impl AfPacketTx {
             frame_count: frame_count as usize,
             max_frame: (mtu + 14 + 4).min(frame_size as usize - TX_DATA_OFFSET - vnet_len),
             vnet_len,
+            udp_join: (config.tx_udp_gso && offload.is_some()).then(UdpCoalescer::new),
             offload,
             head: 0,
             pending: 0,
@@ -933,15 +950,9 @@ impl AfPacketTx {
     }
 }
 
-impl TxQueue for AfPacketTx {
-    fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<bool> {
-        // No offload asked: flags 0, GSO none, and `hdr_len` the whole frame, which the kernel
-        // copies into the socket buffer's linear part (no ring page attached to it).
-        let vnet = FrameMeta::default().to_vnet_header(header.len() + payload.len());
-        self.send_with_vnet(header, payload, &vnet)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
+impl AfPacketTx {
+    /// Sends the ring's queued frames (`sendto` without data).
+    fn flush_ring(&mut self) -> io::Result<()> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -972,37 +983,23 @@ impl TxQueue for AfPacketTx {
         Ok(())
     }
 
-    fn accepts_offloads(&self) -> bool {
-        self.offload.is_some()
-    }
-
-    fn send_offloaded(
+    /// Sends one frame the kernel is to segment (or that is too large for a ring slot)
+    /// through the offload socket, after the ring's queued frames; `datagrams` is how many
+    /// frames it stands for, in the counters.
+    fn send_gso(
         &mut self,
         header: &[u8],
         payload: &[u8],
         meta: &FrameMeta,
+        datagrams: u64,
     ) -> io::Result<bool> {
-        if meta.is_plain() {
-            return self.send(header, payload);
-        }
-        if self.vnet_len == 0 {
-            // No header to carry the offload: refused rather than sent with a partial
-            // checksum.
-            self.stats.malformed += 1;
-            return Ok(false);
-        }
         let len = header.len() + payload.len();
-        if meta.gso.is_none() && len <= self.max_frame {
-            // A partial checksum only: through the ring like any frame, with the header
-            // asking the kernel to finish it.
-            return self.send_with_vnet(header, payload, &meta.to_vnet_header(len));
-        }
         let Some(offload) = self.offload.as_ref().map(|fd| fd.as_raw_fd()) else {
-            self.stats.malformed += 1;
+            self.stats.malformed += datagrams;
             return Ok(false);
         };
         // Frames queued in the ring go first, so that a flow keeps its order.
-        match self.flush() {
+        match self.flush_ring() {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -1033,12 +1030,12 @@ impl TxQueue for AfPacketTx {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                    self.stats.dropped += 1;
+                    self.stats.dropped += datagrams;
                     Ok(false)
                 }
                 Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
                     // Offsets or sizes the kernel refuses.
-                    self.stats.malformed += 1;
+                    self.stats.malformed += datagrams;
                     Ok(false)
                 }
                 _ => Err(io::Error::new(
@@ -1047,9 +1044,101 @@ impl TxQueue for AfPacketTx {
                 )),
             };
         }
-        self.stats.frames += 1;
+        self.stats.frames += datagrams;
         self.stats.bytes += len as u64;
         Ok(true)
+    }
+
+    /// Sends the datagrams being joined (`tx_udp_gso`): one alone through the ring, several
+    /// as one UDP GSO super-frame.
+    fn send_joined(&mut self) -> io::Result<()> {
+        let Some(mut join) = self.udp_join.take() else {
+            return Ok(());
+        };
+        let result = match join.finish() {
+            None => Ok(()),
+            Some(Coalesced { frame, gso: None }) => {
+                let vnet = FrameMeta::default().to_vnet_header(frame.len());
+                self.send_with_vnet(frame, &[], &vnet).map(drop)
+            }
+            Some(Coalesced {
+                frame,
+                gso: Some(gso),
+            }) => {
+                let meta = FrameMeta {
+                    partial_checksum: Some(PartialChecksum {
+                        start: gso.checksum_start,
+                        offset: gso.checksum_offset,
+                    }),
+                    gso: Some(Gso {
+                        kind: GsoKind::UdpL4,
+                        ecn: false,
+                        segment_size: gso.segment_size,
+                        header_len: gso.header_len,
+                    }),
+                    checksum_valid: false,
+                };
+                self.send_gso(frame, &[], &meta, u64::from(gso.segments))
+                    .map(drop)
+            }
+        };
+        self.udp_join = Some(join);
+        result
+    }
+}
+
+impl TxQueue for AfPacketTx {
+    fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<bool> {
+        if let Some(join) = self.udp_join.as_mut() {
+            if join.merge([header, payload]) {
+                return Ok(true);
+            }
+            self.send_joined()?;
+            if let Some(join) = self.udp_join.as_mut() {
+                if join.start([header, payload]) {
+                    return Ok(true);
+                }
+            }
+        }
+        // No offload asked: flags 0, GSO none, and `hdr_len` the whole frame, which the kernel
+        // copies into the socket buffer's linear part (no ring page attached to it).
+        let vnet = FrameMeta::default().to_vnet_header(header.len() + payload.len());
+        self.send_with_vnet(header, payload, &vnet)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_joined()?;
+        self.flush_ring()
+    }
+
+    fn accepts_offloads(&self) -> bool {
+        self.offload.is_some()
+    }
+
+    fn send_offloaded(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        meta: &FrameMeta,
+    ) -> io::Result<bool> {
+        if meta.is_plain() {
+            return self.send(header, payload);
+        }
+        // Datagrams being joined came first.
+        self.send_joined()?;
+        if self.vnet_len == 0 {
+            // No header to carry the offload: refused rather than sent with a partial
+            // checksum.
+            self.stats.malformed += 1;
+            return Ok(false);
+        }
+        let len = header.len() + payload.len();
+        if meta.gso.is_none() && len <= self.max_frame {
+            // A partial checksum only: through the ring like any frame, with the header
+            // asking the kernel to finish it.
+            return self.send_with_vnet(header, payload, &meta.to_vnet_header(len));
+        }
+        self.send_gso(header, payload, meta, 1)
     }
 
     fn stats(&mut self) -> QueueStats {

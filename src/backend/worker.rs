@@ -80,12 +80,12 @@ pub struct LoopStats {
     /// GSO super-frames received.
     pub gso_frames: u64,
     /// Segments cut from them (TCP over IPv4 and IPv6, also inside VXLAN over UDP as a
-    /// kernel VTEP hands it over, in software: [`crate::gso`]).
+    /// kernel VTEP hands it over, and UDP GSO datagrams, in software: [`crate::gso`]).
     pub gso_segments: u64,
     /// Super-frames sent whole, for the kernel to segment: their one destination was a
     /// local port whose queue accepts offloads ([`TxQueue::accepts_offloads`]).
     pub gso_whole: u64,
-    /// GSO super-frames dropped: not TCP (UDP GSO, unknown types), headers the segmenter
+    /// GSO super-frames dropped: not TCP or UDP L4 (UFO, unknown types), headers the segmenter
     /// refuses, or beyond [`LoopConfig::gso_scratch_limit`]. Sending one as it is would put a
     /// frame far above the MTU, with a partial checksum, on the next link. Also super-frames
     /// (received or coalesced) that the transmit queue refused.
@@ -573,15 +573,23 @@ fn prepare_offloads<'a>(
                 plans.push(Plan::Whole);
                 continue;
             }
-            segment(received.frame, gso, scratch, scratch_limit, &mut lengths)
-                .map(|count| {
-                    stats.gso_segments += count as u64;
-                    Plan::Segments(count)
-                })
-                .unwrap_or_else(|| {
-                    stats.gso_dropped += 1;
-                    Plan::Drop
-                })
+            let from_underlay = received.ingress == Ingress::Underlay;
+            segment(
+                received.frame,
+                gso,
+                from_underlay,
+                scratch,
+                scratch_limit,
+                &mut lengths,
+            )
+            .map(|count| {
+                stats.gso_segments += count as u64;
+                Plan::Segments(count)
+            })
+            .unwrap_or_else(|| {
+                stats.gso_dropped += 1;
+                Plan::Drop
+            })
         } else if let Some(partial) = meta.partial_checksum {
             if partial.complete(received.frame) {
                 stats.checksums_completed += 1;
@@ -635,11 +643,25 @@ fn prepare_offloads<'a>(
 fn segment(
     frame: &[u8],
     gso: super::Gso,
+    from_underlay: bool,
     scratch: &mut Vec<u8>,
     scratch_limit: usize,
     lengths: &mut Vec<usize>,
 ) -> Option<usize> {
-    use crate::gso::{GsoError, TcpSegmenter, TunnelSegmenter};
+    use crate::gso::{GsoError, TcpSegmenter, TunnelSegmenter, UdpSegmenter};
+    if gso.kind == super::GsoKind::UdpL4 {
+        // From the underlay, VXLAN datagrams a peer switch joined: over IPv4 their UDP
+        // checksums stay zero ("none"), which decapsulation would only verify again.
+        let mut s = UdpSegmenter::new(frame, gso.segment_size, from_underlay).ok()?;
+        return cut(
+            s.segment_count(),
+            s.max_segment_len(),
+            |out| s.next_into(out),
+            scratch,
+            scratch_limit,
+            lengths,
+        );
+    }
     if !matches!(gso.kind, super::GsoKind::TcpV4 | super::GsoKind::TcpV6) {
         return None;
     }
@@ -1483,6 +1505,87 @@ mod test {
         }
     }
 
+    /// A UDP GSO super-frame from the underlay (the VXLAN datagrams of a TCP super-frame,
+    /// joined by the sending switch) is cut into its datagrams, each decapsulated: the local
+    /// ports get the inner segments as they were sent.
+    #[test]
+    fn udp_gso_super_frames_from_the_underlay_are_cut_and_decapsulated() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 11) as u8).collect();
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(7), mac(1))
+            .ipv4([198, 19, 0, 2], [198, 19, 0, 1], 64)
+            .tcp(5001, 40000, 1000, 501)
+            .ack(1)
+            .write(&mut inner, &payload)
+            .unwrap();
+        let mut segmenter = crate::gso::TcpSegmenter::new(&inner, 1398).unwrap();
+        let mut buffer = vec![0u8; segmenter.max_segment_len()];
+        let mut segments = Vec::new();
+        while let Some(len) = segmenter.next_into(&mut buffer) {
+            segments.push(buffer[..len].to_vec());
+        }
+        let mut join = crate::gro::UdpCoalescer::new();
+        for (i, segment) in segments.iter().enumerate() {
+            let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 100, 0];
+            vxlan.extend_from_slice(segment);
+            let mut datagram = Vec::new();
+            etherparse::PacketBuilder::ethernet2(mac(3), [2, 0xee, 0, 0, 0, 1])
+                .ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+                .udp(50000, 4789)
+                .write(&mut datagram, &vxlan)
+                .unwrap();
+            datagram[40..42].fill(0);
+            let joined = if i == 0 {
+                join.start([&datagram, &[]])
+            } else {
+                join.merge([&datagram, &[]])
+            };
+            assert!(joined, "datagram {i}");
+        }
+        let out = join.finish().unwrap();
+        let gso = out.gso.unwrap();
+        let meta = FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: gso.checksum_start,
+                offset: gso.checksum_offset,
+            }),
+            gso: Some(Gso {
+                kind: GsoKind::UdpL4,
+                ecn: false,
+                segment_size: gso.segment_size,
+                header_len: gso.header_len,
+            }),
+            checksum_valid: false,
+        };
+        let underlay = Port::new(
+            Ingress::Underlay,
+            Box::new(OffloadRx {
+                frames: vec![(out.frame.to_vec(), meta)],
+                held: Vec::new(),
+            }),
+            Box::new(MemoryTx::new(Frames::new(), 16)),
+        );
+        let switch = switch();
+        let (p1, one) = memory_port(Ingress::Port(PortId(1)));
+        let (p2, two) = memory_port(Ingress::Port(PortId(2)));
+        let mut lp = WorkerLoop::new(
+            &switch,
+            switch.worker(),
+            vec![underlay, p1, p2],
+            LoopConfig::default(),
+        );
+        while lp.step(Instant::from_secs(1)) > 0 {}
+        // mac(1) is unknown: flooded to both local ports (never back to the underlay).
+        assert_eq!(one.from_switch.drain(), segments);
+        assert_eq!(two.from_switch.drain(), segments);
+        let stats = lp.stats();
+        assert_eq!(
+            (stats.gso_frames, stats.gso_segments, stats.gso_dropped),
+            (1, 4, 0)
+        );
+        assert_eq!(lp.worker().counters.received, 4);
+    }
+
     #[test]
     fn udp_tunnel_super_frames_are_cut_with_outer_headers_made_right() {
         // What a kernel VTEP hands a veth underlay: VXLAN over IPv4/UDP (checksummed)
@@ -1510,7 +1613,7 @@ mod test {
             header_len: 116,
         };
         let (mut scratch, mut lengths) = (Vec::new(), Vec::new());
-        let count = segment(&frame, gso, &mut scratch, 8 << 20, &mut lengths).unwrap();
+        let count = segment(&frame, gso, true, &mut scratch, 8 << 20, &mut lengths).unwrap();
         assert_eq!((count, lengths.len()), (4, 4));
         let (mut at, mut joined) = (0, Vec::new());
         for (i, len) in lengths.into_iter().enumerate() {
