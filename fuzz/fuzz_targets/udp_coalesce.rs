@@ -105,10 +105,15 @@ fn check(out: Option<(Vec<u8>, Option<CoalescedGso>)>, taken: &[Vec<u8>]) {
     assert_eq!(cutter.segment_count(), taken.len());
     let mut buffer = vec![0u8; cutter.max_segment_len()];
     for frame in taken {
-        let n = cutter.next_into(&mut buffer).expect("one datagram per one that went in");
+        let n = cutter
+            .next_into(&mut buffer)
+            .expect("one datagram per one that went in");
         let cut = parts(&buffer[..n]).expect("a valid datagram");
         let (addresses, sport, dport, payload) = parts_unchecked(frame);
-        assert_eq!((cut.0, cut.1, cut.2, cut.3), (addresses, sport, dport, payload));
+        assert_eq!(
+            (cut.0, cut.1, cut.2, cut.3),
+            (addresses, sport, dport, payload)
+        );
     }
     assert!(cutter.next_into(&mut buffer).is_none());
 }
