@@ -269,7 +269,11 @@ fn show(shared: &Shared, what: &str) -> Result<Value, String> {
                     "gso_frames": s.loop_stats.gso_frames,
                     "gso_segments": s.loop_stats.gso_segments,
                     "gso_dropped": s.loop_stats.gso_dropped,
+                    "gso_whole": s.loop_stats.gso_whole,
+                    "gro_frames": s.loop_stats.gro_frames,
+                    "gro_segments": s.loop_stats.gro_segments,
                     "checksums_completed": s.loop_stats.checksums_completed,
+                    "offload_malformed": s.loop_stats.offload_malformed,
                 })).collect::<Vec<_>>(),
             })
         }
