@@ -28,6 +28,7 @@
 
 use alloc::vec::Vec;
 
+use crate::gso;
 use crate::wire::checksum;
 
 const TCP_PSH: u8 = 0x08;
@@ -68,39 +69,16 @@ fn be32(data: &[u8], at: usize) -> Option<u32> {
 /// The layout of a segment that may be coalesced, from its first bytes `head` and its
 /// length `len`; `None` for anything else.
 fn layout(head: &[u8], len: usize) -> Option<Layout> {
-    let mut ip = 14;
-    let mut ethertype = be16(head, 12)?;
-    for _ in 0..2 {
-        if ethertype == 0x8100 || ethertype == 0x88a8 {
-            ethertype = be16(head, ip + 2)?;
-            ip += 4;
-        }
+    let gso::IpLayout {
+        ip,
+        transport: tcp,
+        end,
+        jumbo,
+        ipv6,
+    } = gso::locate(head, len, 6).ok()?;
+    if jumbo || (!ipv6 && !checksum::ipv4_header_valid(head.get(ip..)?, tcp - ip)) {
+        return None;
     }
-    let (tcp, end, ipv6) = match ethertype {
-        0x0800 => {
-            let version_ihl = *head.get(ip)?;
-            let header_len = usize::from(version_ihl & 0x0f) * 4;
-            if version_ihl >> 4 != 4 || header_len < 20 || *head.get(ip + 9)? != 6 {
-                return None;
-            }
-            if be16(head, ip + 6)? & 0x3fff != 0 {
-                return None; // a fragment
-            }
-            if !checksum::ipv4_header_valid(head.get(ip..)?, header_len) {
-                return None;
-            }
-            let total = usize::from(be16(head, ip + 2)?);
-            (ip + header_len, ip + total, false)
-        }
-        0x86dd => {
-            if *head.get(ip)? >> 4 != 6 || *head.get(ip + 6)? != 6 {
-                return None;
-            }
-            let payload = usize::from(be16(head, ip + 4)?);
-            (ip + 40, ip + 40 + payload, true)
-        }
-        _ => return None,
-    };
     let data_offset = usize::from(*head.get(tcp + 12)? >> 4) * 4;
     let payload = tcp + data_offset;
     let flags = *head.get(tcp + 13)?;
@@ -145,29 +123,48 @@ fn extend_range(out: &mut Vec<u8>, parts: [&[u8]; 2], start: usize, end: usize) 
     }
 }
 
-/// The one's complement sum of the pseudo-header of a TCP segment of `tcp_len` bytes whose
-/// IP header starts at `ip` in `head` (addresses adjacent in IPv4 and IPv6 headers).
-fn pseudo_header_sum(head: &[u8], ip: usize, ipv6: bool, tcp_len: usize) -> u32 {
+/// The one's complement sum of the pseudo-header for `protocol` and `len` bytes of transport
+/// header and payload, the IP header starting at `ip` in `head` (addresses adjacent in IPv4
+/// and IPv6 headers).
+fn pseudo_header_sum(head: &[u8], ip: usize, ipv6: bool, protocol: u8, len: usize) -> u32 {
     let addresses = if ipv6 {
         &head[ip + 8..ip + 40]
     } else {
         &head[ip + 12..ip + 20]
     };
     u32::from(checksum::sum_bytes(addresses))
-        + 6
-        + (tcp_len as u32 >> 16)
-        + (tcp_len as u32 & 0xffff)
+        + u32::from(protocol)
+        + (len as u32 >> 16)
+        + (len as u32 & 0xffff)
 }
 
-/// The pseudo-header sum for `protocol` and `len` bytes of transport header and payload.
-fn pseudo_header_sum_for(head: &[u8], ip: usize, ipv6: bool, protocol: u8, len: usize) -> u32 {
-    pseudo_header_sum(head, ip, ipv6, len) - 6 + u32::from(protocol)
+/// Makes the headers of a joined frame (the whole of `frame`) say its length: the IPv4 total
+/// length and header checksum or the IPv6 payload length, the UDP length (`protocol` 17), and
+/// the transport checksum field the pseudo-header sum of the whole (a partial checksum).
+fn finish_headers(frame: &mut [u8], ip: usize, transport: usize, ipv6: bool, protocol: u8) {
+    let end = frame.len();
+    if ipv6 {
+        frame[ip + 4..ip + 6].copy_from_slice(&((end - ip - 40) as u16).to_be_bytes());
+    } else {
+        frame[ip + 2..ip + 4].copy_from_slice(&((end - ip) as u16).to_be_bytes());
+        let sum = checksum::ipv4_header(&frame[ip..], transport - ip).unwrap_or(0);
+        frame[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+    }
+    let len = end - transport;
+    let field = if protocol == 17 {
+        frame[transport + 4..transport + 6].copy_from_slice(&(len as u16).to_be_bytes());
+        transport + 6
+    } else {
+        transport + 16
+    };
+    let pseudo = checksum::fold(pseudo_header_sum(frame, ip, ipv6, protocol, len));
+    frame[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
 }
 
 /// True if the TCP checksum of a segment is right: its headers in `head`, its payload in
 /// `payload`.
 fn tcp_checksum_valid(head: &[u8], layout: &Layout, payload: &[u8]) -> bool {
-    let sum = pseudo_header_sum(head, layout.ip, layout.ipv6, layout.end - layout.tcp)
+    let sum = pseudo_header_sum(head, layout.ip, layout.ipv6, 6, layout.end - layout.tcp)
         + u32::from(checksum::sum_bytes(&head[layout.tcp..layout.payload]))
         + u32::from(checksum::sum_bytes(payload));
     checksum::fold(sum) == 0xffff
@@ -380,20 +377,7 @@ impl TcpCoalescer {
             });
         }
         let Layout { ip, tcp, ipv6, .. } = pending.layout;
-        let end = self.buffer.len();
-        let frame = &mut self.buffer[..];
-        if ipv6 {
-            let payload_len = (end - ip - 40) as u16;
-            frame[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
-        } else {
-            let total = (end - ip) as u16;
-            frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-            frame[ip + 10..ip + 12].fill(0);
-            let sum = checksum::ipv4_header(&frame[ip..], tcp - ip).unwrap_or(0);
-            frame[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
-        }
-        let pseudo = checksum::fold(pseudo_header_sum(frame, ip, ipv6, end - tcp));
-        frame[tcp + 16..tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
+        finish_headers(&mut self.buffer, ip, tcp, ipv6, 6);
         Some(Coalesced {
             frame: &self.buffer,
             gso: Some(CoalescedGso {
@@ -424,39 +408,16 @@ struct UdpLayout {
 /// (not a fragment) or IPv6 (no extension header), UDP, the IP packet and the UDP length
 /// filling the frame exactly, some payload.
 fn udp_layout(head: &[u8], len: usize) -> Option<UdpLayout> {
-    let mut ip = 14;
-    let mut ethertype = be16(head, 12)?;
-    for _ in 0..2 {
-        if ethertype == 0x8100 || ethertype == 0x88a8 {
-            ethertype = be16(head, ip + 2)?;
-            ip += 4;
-        }
+    let gso::IpLayout {
+        ip,
+        transport: udp,
+        end,
+        jumbo,
+        ipv6,
+    } = gso::locate(head, len, 17).ok()?;
+    if jumbo || end != len {
+        return None;
     }
-    let (udp, ipv6) = match ethertype {
-        0x0800 => {
-            let version_ihl = *head.get(ip)?;
-            let header_len = usize::from(version_ihl & 0x0f) * 4;
-            if version_ihl >> 4 != 4 || header_len < 20 || *head.get(ip + 9)? != 17 {
-                return None;
-            }
-            if be16(head, ip + 6)? & 0x3fff != 0
-                || usize::from(be16(head, ip + 2)?) != len.checked_sub(ip)?
-            {
-                return None;
-            }
-            (ip + header_len, false)
-        }
-        0x86dd => {
-            if *head.get(ip)? >> 4 != 6
-                || *head.get(ip + 6)? != 17
-                || usize::from(be16(head, ip + 4)?) != len.checked_sub(ip + 40)?
-            {
-                return None;
-            }
-            (ip + 40, true)
-        }
-        _ => return None,
-    };
     let udp_len = usize::from(be16(head, udp + 4)?);
     (udp + 8 <= head.len() && udp_len == len.checked_sub(udp)? && udp_len > 8)
         .then_some(UdpLayout { ip, udp, ipv6 })
@@ -590,19 +551,7 @@ impl UdpCoalescer {
             });
         }
         let UdpLayout { ip, udp, ipv6 } = pending.layout;
-        let end = self.buffer.len();
-        let frame = &mut self.buffer[..];
-        if ipv6 {
-            frame[ip + 4..ip + 6].copy_from_slice(&((end - ip - 40) as u16).to_be_bytes());
-        } else {
-            frame[ip + 2..ip + 4].copy_from_slice(&((end - ip) as u16).to_be_bytes());
-            let sum = checksum::ipv4_header(&frame[ip..], udp - ip).unwrap_or(0);
-            frame[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
-        }
-        let udp_len = end - udp;
-        frame[udp + 4..udp + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        let pseudo = checksum::fold(pseudo_header_sum_for(frame, ip, ipv6, 17, udp_len));
-        frame[udp + 6..udp + 8].copy_from_slice(&pseudo.to_be_bytes());
+        finish_headers(&mut self.buffer, ip, udp, ipv6, 17);
         Some(Coalesced {
             frame: &self.buffer,
             gso: Some(CoalescedGso {

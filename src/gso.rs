@@ -75,52 +75,84 @@ fn read_u16(data: &[u8], at: usize) -> Result<u16, GsoError> {
     }
 }
 
+/// Where a frame's IP and transport headers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpLayout {
+    /// Start of the IP header, and of the transport header.
+    pub ip: usize,
+    pub transport: usize,
+    /// End of the IP packet: from its length field, or the frame's end where that is 0
+    /// (Linux's BIG TCP writes 0 for packets above 64 KB: then `jumbo`).
+    pub end: usize,
+    pub jumbo: bool,
+    pub ipv6: bool,
+}
+
+/// Reads the headers of a frame of `len` bytes whose first bytes are `head`: Ethernet, up to
+/// two VLAN tags, IPv4 (options allowed, not a fragment) or IPv6 (no extension header)
+/// carrying `protocol` (6 TCP, 17 UDP).
+pub(crate) fn locate(head: &[u8], len: usize, protocol: u8) -> Result<IpLayout, GsoError> {
+    let other = if protocol == 6 {
+        GsoError::NotTcp
+    } else {
+        GsoError::NotUdp
+    };
+    let mut ip = 14;
+    let mut ethertype = read_u16(head, 12)?;
+    for _ in 0..2 {
+        if ethertype == 0x8100 || ethertype == 0x88a8 {
+            ethertype = read_u16(head, ip + 2)?;
+            ip += 4;
+        }
+    }
+    let (transport, length, ipv6) = match ethertype {
+        0x0800 => {
+            let version_ihl = *head.get(ip).ok_or(GsoError::Truncated)?;
+            let header_len = usize::from(version_ihl & 0x0f) * 4;
+            if version_ihl >> 4 != 4 || header_len < 20 || head.get(ip + 9) != Some(&protocol) {
+                return Err(other);
+            }
+            if read_u16(head, ip + 6)? & 0x3fff != 0 {
+                return Err(GsoError::Fragment);
+            }
+            let total = usize::from(read_u16(head, ip + 2)?);
+            (ip + header_len, (total != 0).then_some(ip + total), false)
+        }
+        0x86dd => {
+            if head.get(ip).map(|v| v >> 4) != Some(6) || head.get(ip + 6) != Some(&protocol) {
+                return Err(other);
+            }
+            let payload = usize::from(read_u16(head, ip + 4)?);
+            (ip + 40, (payload != 0).then_some(ip + 40 + payload), true)
+        }
+        _ => return Err(other),
+    };
+    let end = length.unwrap_or(len);
+    if transport > end || end > len {
+        return Err(GsoError::Truncated);
+    }
+    Ok(IpLayout {
+        ip,
+        transport,
+        end,
+        jumbo: length.is_none(),
+        ipv6,
+    })
+}
+
 impl<'f> TcpSegmenter<'f> {
     /// Reads the headers of `frame` (an Ethernet frame) for segments of `mss` payload bytes.
     pub fn new(frame: &'f [u8], mss: u16) -> Result<TcpSegmenter<'f>, GsoError> {
         if mss == 0 {
             return Err(GsoError::BadSegmentSize);
         }
-        let mut ip = 14;
-        let mut ethertype = read_u16(frame, 12)?;
-        for _ in 0..2 {
-            if ethertype == 0x8100 || ethertype == 0x88a8 {
-                ethertype = read_u16(frame, ip + 2)?;
-                ip += 4;
-            }
-        }
-        let (tcp, end, ipv6) = match ethertype {
-            0x0800 => {
-                let version_ihl = *frame.get(ip).ok_or(GsoError::Truncated)?;
-                let header_len = usize::from(version_ihl & 0x0f) * 4;
-                if version_ihl >> 4 != 4 || header_len < 20 {
-                    return Err(GsoError::NotTcp);
-                }
-                if frame.get(ip + 9) != Some(&6) {
-                    return Err(GsoError::NotTcp);
-                }
-                if read_u16(frame, ip + 6)? & 0x3fff != 0 {
-                    return Err(GsoError::Fragment);
-                }
-                // Linux's BIG TCP writes 0 for packets above 64 KB: the frame's end then.
-                let total = usize::from(read_u16(frame, ip + 2)?);
-                let end = if total == 0 { frame.len() } else { ip + total };
-                (ip + header_len, end, false)
-            }
-            0x86dd => {
-                if frame.get(ip + 6) != Some(&6) {
-                    return Err(GsoError::NotTcp);
-                }
-                let payload = usize::from(read_u16(frame, ip + 4)?);
-                let end = if payload == 0 {
-                    frame.len()
-                } else {
-                    ip + 40 + payload
-                };
-                (ip + 40, end, true)
-            }
-            _ => return Err(GsoError::NotTcp),
-        };
+        let IpLayout {
+            ip,
+            transport: tcp,
+            end,
+            ipv6,
+            ..
+        } = locate(frame, frame.len(), 6)?;
         let data_offset = usize::from(*frame.get(tcp + 12).ok_or(GsoError::Truncated)? >> 4) * 4;
         let payload = tcp + data_offset;
         if data_offset < 20 || payload > end || end > frame.len() {
@@ -368,43 +400,14 @@ impl<'f> UdpSegmenter<'f> {
         if size == 0 {
             return Err(GsoError::BadSegmentSize);
         }
-        let mut ip = 14;
-        let mut ethertype = read_u16(frame, 12)?;
-        for _ in 0..2 {
-            if ethertype == 0x8100 || ethertype == 0x88a8 {
-                ethertype = read_u16(frame, ip + 2)?;
-                ip += 4;
-            }
-        }
-        let (udp, end, ipv6) = match ethertype {
-            0x0800 => {
-                let version_ihl = *frame.get(ip).ok_or(GsoError::Truncated)?;
-                let header_len = usize::from(version_ihl & 0x0f) * 4;
-                if version_ihl >> 4 != 4 || header_len < 20 || frame.get(ip + 9) != Some(&17) {
-                    return Err(GsoError::NotUdp);
-                }
-                if read_u16(frame, ip + 6)? & 0x3fff != 0 {
-                    return Err(GsoError::Fragment);
-                }
-                let total = usize::from(read_u16(frame, ip + 2)?);
-                let end = if total == 0 { frame.len() } else { ip + total };
-                (ip + header_len, end, false)
-            }
-            0x86dd => {
-                if frame.get(ip + 6) != Some(&17) {
-                    return Err(GsoError::NotUdp);
-                }
-                let payload = usize::from(read_u16(frame, ip + 4)?);
-                let end = if payload == 0 {
-                    frame.len()
-                } else {
-                    ip + 40 + payload
-                };
-                (ip + 40, end, true)
-            }
-            _ => return Err(GsoError::NotUdp),
-        };
-        if udp + 8 > end || end > frame.len() {
+        let IpLayout {
+            ip,
+            transport: udp,
+            end,
+            ipv6,
+            ..
+        } = locate(frame, frame.len(), 17)?;
+        if udp + 8 > end {
             return Err(GsoError::Truncated);
         }
         Ok(UdpSegmenter {

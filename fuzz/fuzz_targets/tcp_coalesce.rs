@@ -91,7 +91,7 @@ fn complete(frame: &[u8], gso: &CoalescedGso) -> Vec<u8> {
 }
 
 /// Checks one output against the frames that went into it.
-fn check(out: Option<(Vec<u8>, Option<CoalescedGso>)>, taken: &[Vec<u8>]) {
+fn check(out: switchyard_fuzz::Joined, taken: &[Vec<u8>]) {
     let Some((bytes, gso)) = out else {
         assert!(taken.is_empty());
         return;
@@ -130,43 +130,6 @@ fuzz_target!(|input: Input| {
             break;
         }
     }
-    for (which, at, value) in input.edits.iter().take(16) {
-        if let Some(frame) = frames.get_mut(usize::from(*which)) {
-            if let Some(byte) = frame.get_mut(usize::from(*at)) {
-                *byte = *value;
-            }
-        }
-    }
-    frames.extend(input.extra.into_iter().take(8));
-    for (a, b) in input.swaps.iter().take(8) {
-        let (a, b) = (usize::from(*a), usize::from(*b));
-        if a < frames.len() && b < frames.len() {
-            frames.swap(a, b);
-        }
-    }
-
-    let mut gro = TcpCoalescer::new();
-    let mut taken: Vec<Vec<u8>> = Vec::new();
-    let split = |i: usize| {
-        usize::from(
-            input
-                .splits
-                .get(i % input.splits.len().max(1))
-                .copied()
-                .unwrap_or(0),
-        )
-    };
-    for (i, frame) in frames.iter().enumerate() {
-        let (a, b) = frame.split_at(split(i).min(frame.len()));
-        if gro.merge([a, b]) {
-            taken.push(frame.clone());
-            continue;
-        }
-        check(gro.finish().map(|c| (c.frame.to_vec(), c.gso)), &taken);
-        taken.clear();
-        if gro.start([a, b]) {
-            taken.push(frame.clone());
-        }
-    }
-    check(gro.finish().map(|c| (c.frame.to_vec(), c.gso)), &taken);
+    switchyard_fuzz::mutate(&mut frames, &input.edits, input.extra, &input.swaps);
+    switchyard_fuzz::drive(&mut TcpCoalescer::new(), &frames, &input.splits, check);
 });

@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use switchyard::gro::{CoalescedGso, UdpCoalescer};
+use switchyard::gro::UdpCoalescer;
 use switchyard::gso::UdpSegmenter;
 
 #[derive(Arbitrary, Debug)]
@@ -86,7 +86,7 @@ fn parts(frame: &[u8]) -> Option<(Vec<u8>, u16, u16, Vec<u8>)> {
     })
 }
 
-fn check(out: Option<(Vec<u8>, Option<CoalescedGso>)>, taken: &[Vec<u8>]) {
+fn check(out: switchyard_fuzz::Joined, taken: &[Vec<u8>]) {
     let Some((bytes, gso)) = out else {
         assert!(taken.is_empty());
         return;
@@ -146,42 +146,6 @@ fuzz_target!(|input: Input| {
     let count = usize::from(input.count) % 201;
     let size = usize::from(input.size) % 1472 + 1;
     let mut frames: Vec<Vec<u8>> = (0..count).map(|i| datagram(input.ipv6, i, size)).collect();
-    for (which, at, value) in input.edits.iter().take(16) {
-        if let Some(frame) = frames.get_mut(usize::from(*which)) {
-            if let Some(byte) = frame.get_mut(usize::from(*at)) {
-                *byte = *value;
-            }
-        }
-    }
-    frames.extend(input.extra.into_iter().take(8));
-    for (a, b) in input.swaps.iter().take(8) {
-        let (a, b) = (usize::from(*a), usize::from(*b));
-        if a < frames.len() && b < frames.len() {
-            frames.swap(a, b);
-        }
-    }
-    let mut join = UdpCoalescer::new();
-    let mut taken: Vec<Vec<u8>> = Vec::new();
-    let split = |i: usize| {
-        usize::from(
-            input
-                .splits
-                .get(i % input.splits.len().max(1))
-                .copied()
-                .unwrap_or(0),
-        )
-    };
-    for (i, frame) in frames.iter().enumerate() {
-        let (a, b) = frame.split_at(split(i).min(frame.len()));
-        if join.merge([a, b]) {
-            taken.push(frame.clone());
-            continue;
-        }
-        check(join.finish().map(|c| (c.frame.to_vec(), c.gso)), &taken);
-        taken.clear();
-        if join.start([a, b]) {
-            taken.push(frame.clone());
-        }
-    }
-    check(join.finish().map(|c| (c.frame.to_vec(), c.gso)), &taken);
+    switchyard_fuzz::mutate(&mut frames, &input.edits, input.extra, &input.swaps);
+    switchyard_fuzz::drive(&mut UdpCoalescer::new(), &frames, &input.splits, check);
 });

@@ -1,6 +1,7 @@
 //! Checks shared by the fuzz targets: which refusals a configuration explains, what a
 //! decapsulation may change, and an independent reading (etherparse's) of the outer headers
-//! that encapsulation writes.
+//! that encapsulation writes; and for the coalescers, the mutations of a frame sequence and
+//! the loop that feeds them one (`mutate`, `drive`).
 //!
 //! Every check panics on a violation: a panic is what libFuzzer reports as a crash.
 
@@ -357,4 +358,89 @@ pub fn check_outer_headers(frame: &[u8], expected: &ExpectedOuter<'_>) {
 enum PseudoHeader {
     V4(etherparse::Ipv4Header),
     V6(etherparse::Ipv6Header),
+}
+
+/// What comes out of a coalescer: the frame's bytes, and for a super-frame what it joined.
+pub type Joined = Option<(Vec<u8>, Option<switchyard::gro::CoalescedGso>)>;
+
+/// The three steps of `switchyard::gro`'s coalescers, for [`drive`].
+pub trait Join {
+    fn start(&mut self, parts: [&[u8]; 2]) -> bool;
+    fn merge(&mut self, parts: [&[u8]; 2]) -> bool;
+    fn finish_owned(&mut self) -> Joined;
+}
+
+impl Join for switchyard::gro::TcpCoalescer {
+    fn start(&mut self, parts: [&[u8]; 2]) -> bool {
+        self.start(parts)
+    }
+    fn merge(&mut self, parts: [&[u8]; 2]) -> bool {
+        self.merge(parts)
+    }
+    fn finish_owned(&mut self) -> Joined {
+        self.finish().map(|c| (c.frame.to_vec(), c.gso))
+    }
+}
+
+impl Join for switchyard::gro::UdpCoalescer {
+    fn start(&mut self, parts: [&[u8]; 2]) -> bool {
+        self.start(parts)
+    }
+    fn merge(&mut self, parts: [&[u8]; 2]) -> bool {
+        self.merge(parts)
+    }
+    fn finish_owned(&mut self) -> Joined {
+        self.finish().map(|c| (c.frame.to_vec(), c.gso))
+    }
+}
+
+/// Applies up to 16 byte `edits` (frame, offset, value) to `frames`, appends up to 8 `extra`
+/// frames, then makes up to 8 `swaps` of two frames' places.
+pub fn mutate(
+    frames: &mut Vec<Vec<u8>>,
+    edits: &[(u8, u16, u8)],
+    extra: Vec<Vec<u8>>,
+    swaps: &[(u8, u8)],
+) {
+    for (which, at, value) in edits.iter().take(16) {
+        if let Some(byte) = frames
+            .get_mut(usize::from(*which))
+            .and_then(|frame| frame.get_mut(usize::from(*at)))
+        {
+            *byte = *value;
+        }
+    }
+    frames.extend(extra.into_iter().take(8));
+    for (a, b) in swaps.iter().take(8) {
+        let (a, b) = (usize::from(*a), usize::from(*b));
+        if a < frames.len() && b < frames.len() {
+            frames.swap(a, b);
+        }
+    }
+}
+
+/// Feeds `frames` to `join` as a worker loop does (merge, else finish and start anew), each
+/// frame in two parts split where `splits` says (cycled), and calls `check` with everything
+/// that comes out and the frames that went into it.
+pub fn drive(
+    join: &mut impl Join,
+    frames: &[Vec<u8>],
+    splits: &[u16],
+    mut check: impl FnMut(Joined, &[Vec<u8>]),
+) {
+    let mut taken: Vec<Vec<u8>> = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let at = splits.get(i % splits.len().max(1)).copied().unwrap_or(0);
+        let (a, b) = frame.split_at(usize::from(at).min(frame.len()));
+        if join.merge([a, b]) {
+            taken.push(frame.clone());
+            continue;
+        }
+        check(join.finish_owned(), &taken);
+        taken.clear();
+        if join.start([a, b]) {
+            taken.push(frame.clone());
+        }
+    }
+    check(join.finish_owned(), &taken);
 }

@@ -49,7 +49,7 @@ use std::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::offload::VNET_HEADER_LEN;
-use super::{FrameMeta, Gso, GsoKind, PartialChecksum, QueueStats, RxQueue, TxQueue};
+use super::{FrameMeta, QueueStats, RxQueue, TxQueue};
 use crate::gro::{Coalesced, UdpCoalescer};
 
 /// `TPACKET_V2` and `TPACKET_V3`, the values of `enum tpacket_versions` (libc has the enum,
@@ -1065,19 +1065,7 @@ impl AfPacketTx {
                 frame,
                 gso: Some(gso),
             }) => {
-                let meta = FrameMeta {
-                    partial_checksum: Some(PartialChecksum {
-                        start: gso.checksum_start,
-                        offset: gso.checksum_offset,
-                    }),
-                    gso: Some(Gso {
-                        kind: GsoKind::UdpL4,
-                        ecn: false,
-                        segment_size: gso.segment_size,
-                        header_len: gso.header_len,
-                    }),
-                    checksum_valid: false,
-                };
+                let meta = FrameMeta::from(gso);
                 self.send_gso(frame, &[], &meta, u64::from(gso.segments))
                     .map(drop)
             }

@@ -121,6 +121,30 @@ impl FrameMeta {
     }
 }
 
+impl From<crate::gro::CoalescedGso> for FrameMeta {
+    /// What to tell the kernel about a frame joined by [`crate::gro`]: a TCP or UDP L4 GSO
+    /// super-frame with a partial checksum.
+    fn from(joined: crate::gro::CoalescedGso) -> FrameMeta {
+        FrameMeta {
+            partial_checksum: Some(PartialChecksum {
+                start: joined.checksum_start,
+                offset: joined.checksum_offset,
+            }),
+            gso: Some(Gso {
+                kind: match (joined.udp, joined.ipv6) {
+                    (true, _) => GsoKind::UdpL4,
+                    (false, false) => GsoKind::TcpV4,
+                    (false, true) => GsoKind::TcpV6,
+                },
+                ecn: false,
+                segment_size: joined.segment_size,
+                header_len: joined.header_len,
+            }),
+            checksum_valid: false,
+        }
+    }
+}
+
 /// A checksum left for the sender to finish (`CHECKSUM_PARTIAL`): the field at
 /// `start + offset` holds the pseudo-header sum, and the checksum covers the bytes from
 /// `start` to the frame's end. Offsets are from the start of the Ethernet frame.

@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::vec::Vec;
 
-use super::{recycle, FrameMeta, PartialChecksum, RxQueue, TxQueue};
+use super::{recycle, FrameMeta, RxQueue, TxQueue};
 use crate::gro::TcpCoalescer;
 use crate::switch::{Egress, Ingress, Output, Payload, Received, Switch, Worker};
 use crate::time::{Duration, Instant};
@@ -737,23 +737,7 @@ fn send_coalesced(
     };
     stats.gro_frames += 1;
     stats.gro_segments += u64::from(gso.segments);
-    let meta = FrameMeta {
-        partial_checksum: Some(PartialChecksum {
-            start: gso.checksum_start,
-            offset: gso.checksum_offset,
-        }),
-        gso: Some(super::Gso {
-            kind: if gso.ipv6 {
-                super::GsoKind::TcpV6
-            } else {
-                super::GsoKind::TcpV4
-            },
-            ecn: false,
-            segment_size: gso.segment_size,
-            header_len: gso.header_len,
-        }),
-        checksum_valid: false,
-    };
+    let meta = FrameMeta::from(gso);
     let _ = transmit_offloaded(tx, stats, to, out.frame, &[], Some(meta));
 }
 
@@ -826,8 +810,8 @@ mod test {
 
     use super::*;
     use crate::backend::memory::{Frames, MemoryRx, MemoryTx};
-    use crate::backend::QueueStats;
     use crate::backend::{Gso, GsoKind};
+    use crate::backend::{PartialChecksum, QueueStats};
     use crate::fdb::FdbConfig;
     use crate::switch::{NextHop, PortConfig, SwitchConfig, UnderlayConfig, VniSettings};
     use crate::tunnel::{DecapConfig, EncapConfig};
