@@ -673,6 +673,10 @@ mod test {
     /// the kernel completes the checksum; also with the frames given in two parts split
     /// anywhere in the headers or the payload.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of KB a case through byte-level code: minutes under miri, and gro has no unsafe code"
+    )]
     fn segments_join_into_the_super_frame_they_were_cut_from() {
         for ipv6 in [false, true] {
             let frame = super_frame(ipv6, SEQ, true, &payload(5000));
@@ -841,6 +845,10 @@ mod test {
     /// A super-frame stays within 64 KiB of IP packet: the segment that would pass it
     /// starts the next.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of KB a case through byte-level code: minutes under miri, and gro has no unsafe code"
+    )]
     fn super_frames_stay_within_64_kib() {
         // 120 segments of one flow, from three sender super-frames of 40 segments.
         let chunk = 40 * 1448;
@@ -950,6 +958,10 @@ mod test {
     /// byte: consecutive identifications, lengths, checksums computed (IPv6, IPv4 on
     /// request) or left at zero (IPv4); a shorter last one ends a super-frame.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of KB a case through byte-level code: minutes under miri, and gro has no unsafe code"
+    )]
     fn datagrams_joined_and_cut_are_the_datagrams_again() {
         for (ipv6, zero) in [(false, true), (false, false), (true, false)] {
             let sizes = [700, 700, 700, 300, 700, 700];
@@ -1033,6 +1045,7 @@ mod test {
         /// anywhere, joins back into frames whose payloads put together are the original's,
         /// each with a valid checksum once completed, none above 64 KiB.
         #[test]
+        #[cfg_attr(miri, ignore = "tens of KB a case through byte-level code: minutes under miri, and gro has no unsafe code")]
         fn cut_and_joined_is_the_original(
             ipv6 in any::<bool>(),
             len in 1usize..20_000,
