@@ -329,43 +329,59 @@ impl<'f> TunnelSegmenter<'f> {
             .copy_from_slice(self.frame.get(..inner_at)?);
         let len = inner_at + inner_len;
         let out = out.get_mut(..len)?;
-        let udp_len = (len - udp) as u16;
-        out.get_mut(udp + 4..udp + 6)?
-            .copy_from_slice(&udp_len.to_be_bytes());
-        out.get_mut(udp + 6..udp + 8)?.fill(0);
-        let addresses = if self.ipv6 {
-            let payload = (len - ip - 40) as u16;
-            out.get_mut(ip + 4..ip + 6)?
-                .copy_from_slice(&payload.to_be_bytes());
-            ip + 8..ip + 40
-        } else {
-            let total = (len - ip) as u16;
-            out.get_mut(ip + 2..ip + 4)?
-                .copy_from_slice(&total.to_be_bytes());
-            let id =
-                u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?]).wrapping_add(self.index);
-            out.get_mut(ip + 4..ip + 6)?
-                .copy_from_slice(&id.to_be_bytes());
-            let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
-            out.get_mut(ip + 10..ip + 12)?
-                .copy_from_slice(&sum.to_be_bytes());
-            ip + 12..ip + 20
-        };
-        if !self.zero_checksum {
-            let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
-                + 17
-                + u32::from(udp_len)
-                + u32::from(checksum::sum_bytes(out.get(udp..len)?));
-            let sum = match !checksum::fold(sum) {
-                0 => 0xffff,
-                sum => sum,
-            };
-            out.get_mut(udp + 6..udp + 8)?
-                .copy_from_slice(&sum.to_be_bytes());
-        }
+        outer_headers(out, ip, udp, self.ipv6, self.index, !self.zero_checksum)?;
         self.index = self.index.wrapping_add(1);
         Some(len)
     }
+}
+
+/// Makes the IP and UDP headers of datagram `index` of a cut (the whole of `out`) right: the
+/// UDP length, the IPv6 payload length or the IPv4 total length, the identification counted
+/// from the super-frame's and the header checksum, and the UDP checksum computed if
+/// `udp_checksum` (else zero). `None` if the offsets do not fit `out`.
+fn outer_headers(
+    out: &mut [u8],
+    ip: usize,
+    udp: usize,
+    ipv6: bool,
+    index: u16,
+    udp_checksum: bool,
+) -> Option<()> {
+    let len = out.len();
+    let udp_len = (len - udp) as u16;
+    out.get_mut(udp + 4..udp + 6)?
+        .copy_from_slice(&udp_len.to_be_bytes());
+    out.get_mut(udp + 6..udp + 8)?.fill(0);
+    let addresses = if ipv6 {
+        let payload_len = (len - ip - 40) as u16;
+        out.get_mut(ip + 4..ip + 6)?
+            .copy_from_slice(&payload_len.to_be_bytes());
+        ip + 8..ip + 40
+    } else {
+        let total = (len - ip) as u16;
+        out.get_mut(ip + 2..ip + 4)?
+            .copy_from_slice(&total.to_be_bytes());
+        let id = u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?]).wrapping_add(index);
+        out.get_mut(ip + 4..ip + 6)?
+            .copy_from_slice(&id.to_be_bytes());
+        let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
+        out.get_mut(ip + 10..ip + 12)?
+            .copy_from_slice(&sum.to_be_bytes());
+        ip + 12..ip + 20
+    };
+    if udp_checksum {
+        let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
+            + 17
+            + u32::from(udp_len)
+            + u32::from(checksum::sum_bytes(out.get(udp..len)?));
+        let sum = match !checksum::fold(sum) {
+            0 => 0xffff,
+            sum => sum,
+        };
+        out.get_mut(udp + 6..udp + 8)?
+            .copy_from_slice(&sum.to_be_bytes());
+    }
+    Some(())
 }
 
 /// Cuts a UDP GSO super-frame (`VIRTIO_NET_HDR_GSO_UDP_L4`: a `UDP_SEGMENT` send, or what
@@ -450,40 +466,8 @@ impl<'f> UdpSegmenter<'f> {
             self.frame
                 .get(payload + self.done..payload + self.done + chunk)?,
         );
-        let udp_len = (len - udp) as u16;
-        out.get_mut(udp + 4..udp + 6)?
-            .copy_from_slice(&udp_len.to_be_bytes());
-        out.get_mut(udp + 6..udp + 8)?.fill(0);
-        let addresses = if self.ipv6 {
-            let payload_len = (len - ip - 40) as u16;
-            out.get_mut(ip + 4..ip + 6)?
-                .copy_from_slice(&payload_len.to_be_bytes());
-            ip + 8..ip + 40
-        } else {
-            let total = (len - ip) as u16;
-            out.get_mut(ip + 2..ip + 4)?
-                .copy_from_slice(&total.to_be_bytes());
-            let id =
-                u16::from_be_bytes([*out.get(ip + 4)?, *out.get(ip + 5)?]).wrapping_add(self.index);
-            out.get_mut(ip + 4..ip + 6)?
-                .copy_from_slice(&id.to_be_bytes());
-            let sum = checksum::ipv4_header(out.get(ip..udp)?, udp - ip)?;
-            out.get_mut(ip + 10..ip + 12)?
-                .copy_from_slice(&sum.to_be_bytes());
-            ip + 12..ip + 20
-        };
-        if self.ipv6 || !self.zero_ipv4_checksum {
-            let sum = u32::from(checksum::sum_bytes(out.get(addresses)?))
-                + 17
-                + u32::from(udp_len)
-                + u32::from(checksum::sum_bytes(out.get(udp..len)?));
-            let sum = match !checksum::fold(sum) {
-                0 => 0xffff,
-                sum => sum,
-            };
-            out.get_mut(udp + 6..udp + 8)?
-                .copy_from_slice(&sum.to_be_bytes());
-        }
+        let udp_checksum = self.ipv6 || !self.zero_ipv4_checksum;
+        outer_headers(out, ip, udp, self.ipv6, self.index, udp_checksum)?;
         self.done += chunk;
         self.index = self.index.wrapping_add(1);
         Some(len)

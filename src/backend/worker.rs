@@ -1408,25 +1408,38 @@ mod test {
         assert_eq!(stats.gso_dropped, 0);
     }
 
+    /// An IPv4 TCP frame with ACK, built by etherparse: 198.19.0.2:5001 -> 198.19.0.1:40000,
+    /// sequence number 1000, `payload`.
+    fn tcp_ack_frame(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src, dst)
+            .ipv4([198, 19, 0, 2], [198, 19, 0, 1], 64)
+            .tcp(5001, 40000, 1000, 501)
+            .ack(1)
+            .write(&mut frame, payload)
+            .unwrap();
+        frame
+    }
+
+    /// The segments `crate::gso` cuts a TCP super-frame into.
+    fn tcp_segments(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
+        let mut segmenter = crate::gso::TcpSegmenter::new(frame, mss).unwrap();
+        let mut buffer = vec![0u8; segmenter.max_segment_len()];
+        let mut segments = Vec::new();
+        while let Some(len) = segmenter.next_into(&mut buffer) {
+            segments.push(buffer[..len].to_vec());
+        }
+        segments
+    }
+
     /// TCP segments of one flow for a port that takes offloads leave as one super-frame
     /// (its partial checksum completed, the sender's super-frame again), and before the
     /// frame that followed them; with `coalesce` off, as they came.
     #[test]
     fn tcp_segments_for_a_port_that_takes_offloads_are_joined() {
         let payload: Vec<u8> = (0..5000u32).map(|i| (i * 3) as u8).collect();
-        let mut super_frame = Vec::new();
-        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
-            .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
-            .tcp(40000, 5201, 1000, 501)
-            .ack(1)
-            .write(&mut super_frame, &payload)
-            .unwrap();
-        let mut segmenter = crate::gso::TcpSegmenter::new(&super_frame, 1448).unwrap();
-        let mut buffer = vec![0u8; segmenter.max_segment_len()];
-        let mut segments = Vec::new();
-        while let Some(len) = segmenter.next_into(&mut buffer) {
-            segments.push(buffer[..len].to_vec());
-        }
+        let super_frame = tcp_ack_frame(mac(1), mac(2), &payload);
+        let segments = tcp_segments(&super_frame, 1448);
         assert_eq!(segments.len(), 4);
         let after = frame(mac(2), mac(1));
 
@@ -1495,19 +1508,7 @@ mod test {
     #[test]
     fn udp_gso_super_frames_from_the_underlay_are_cut_and_decapsulated() {
         let payload: Vec<u8> = (0..5000u32).map(|i| (i * 11) as u8).collect();
-        let mut inner = Vec::new();
-        etherparse::PacketBuilder::ethernet2(mac(7), mac(1))
-            .ipv4([198, 19, 0, 2], [198, 19, 0, 1], 64)
-            .tcp(5001, 40000, 1000, 501)
-            .ack(1)
-            .write(&mut inner, &payload)
-            .unwrap();
-        let mut segmenter = crate::gso::TcpSegmenter::new(&inner, 1398).unwrap();
-        let mut buffer = vec![0u8; segmenter.max_segment_len()];
-        let mut segments = Vec::new();
-        while let Some(len) = segmenter.next_into(&mut buffer) {
-            segments.push(buffer[..len].to_vec());
-        }
+        let segments = tcp_segments(&tcp_ack_frame(mac(7), mac(1), &payload), 1398);
         let mut join = crate::gro::UdpCoalescer::new();
         for (i, segment) in segments.iter().enumerate() {
             let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 100, 0];
@@ -1575,13 +1576,7 @@ mod test {
         // What a kernel VTEP hands a veth underlay: VXLAN over IPv4/UDP (checksummed)
         // around a 5000-byte TCP super-frame, flagged by AF_PACKET as TCP GSO.
         let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
-        let mut inner = Vec::new();
-        etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
-            .ipv4([198, 19, 0, 2], [198, 19, 0, 1], 64)
-            .tcp(5001, 40000, 1000, 501)
-            .ack(1)
-            .write(&mut inner, &payload)
-            .unwrap();
+        let inner = tcp_ack_frame(mac(1), mac(2), &payload);
         let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
         vxlan.extend_from_slice(&inner);
         let mut frame = Vec::new();
