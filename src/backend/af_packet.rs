@@ -1077,15 +1077,21 @@ impl AfPacketTx {
 
 impl TxQueue for AfPacketTx {
     fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<bool> {
-        if let Some(join) = self.udp_join.as_mut() {
-            if join.merge([header, payload]) {
+        if self.udp_join.is_some() {
+            if self
+                .udp_join
+                .as_mut()
+                .is_some_and(|j| j.merge([header, payload]))
+            {
                 return Ok(true);
             }
             self.send_joined()?;
-            if let Some(join) = self.udp_join.as_mut() {
-                if join.start([header, payload]) {
-                    return Ok(true);
-                }
+            if self
+                .udp_join
+                .as_mut()
+                .is_some_and(|j| j.start([header, payload]))
+            {
+                return Ok(true);
             }
         }
         // No offload asked: flags 0, GSO none, and `hdr_len` the whole frame, which the kernel
