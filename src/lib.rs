@@ -75,6 +75,7 @@ pub mod gro;
 pub mod gso;
 #[cfg(feature = "alloc")]
 pub mod lb;
+mod mix;
 mod port;
 #[cfg(feature = "alloc")]
 mod prefetch;

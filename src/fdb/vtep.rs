@@ -14,6 +14,7 @@
 use alloc::boxed::Box;
 use core::net::Ipv6Addr;
 
+use crate::mix::folded_multiply;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 
 struct Slot {
@@ -46,9 +47,7 @@ fn words(address: Ipv6Addr) -> [u32; 4] {
 fn hash(words: [u32; 4]) -> usize {
     let a = (u64::from(words[0]) << 32) | u64::from(words[1]);
     let b = (u64::from(words[2]) << 32) | u64::from(words[3]);
-    let product =
-        u128::from(a ^ 0x243F_6A88_85A3_08D3).wrapping_mul(u128::from(b ^ 0x9E37_79B9_7F4A_7C15));
-    ((product as u64) ^ ((product >> 64) as u64)) as usize
+    folded_multiply(a ^ 0x243F_6A88_85A3_08D3, b ^ 0x9E37_79B9_7F4A_7C15) as usize
 }
 
 impl VtepTable {

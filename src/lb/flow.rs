@@ -3,6 +3,8 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::mix::folded_multiply;
+
 /// The transport protocols a service can be offered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
@@ -74,13 +76,6 @@ const K: [u64; 6] = [
     0x4528_21e6_38d0_1377,
     0xbe54_66cf_34e9_0c6c,
 ];
-
-/// The 64 x 64 -> 128-bit product folded to 64 bits (foldhash's and wyhash's mixer).
-#[inline(always)]
-const fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = (a as u128).wrapping_mul(b as u128);
-    (full as u64) ^ ((full >> 64) as u64)
-}
 
 impl FlowKey {
     /// The flow from `src` to `dst`. `None` if the two addresses are of different families.

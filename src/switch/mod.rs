@@ -106,6 +106,8 @@
 mod config;
 pub mod neighbor;
 #[cfg(feature = "alloc")]
+mod neighbor_map;
+#[cfg(feature = "alloc")]
 mod pipeline;
 #[cfg(feature = "alloc")]
 pub mod resolver;

@@ -13,6 +13,7 @@ use super::neighbor::{
     parse_arp_request, parse_neighbor_solicitation, write_arp_reply, write_neighbor_advertisement,
     ARP_REPLY_LEN, NEIGHBOR_ADVERTISEMENT_LEN,
 };
+use super::neighbor_map::NeighborMap;
 use super::resolver::{Resolution, Resolver, PROBE_MAX_LEN};
 use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
 use crate::lb::{self, Decision, Disruption, LbHandle, LoadBalancer, ServiceKey};
@@ -435,7 +436,7 @@ struct State {
     config: SwitchConfig,
     ports: SortedMap<PortId, PortState>,
     vnis: SortedMap<Vni, VniState>,
-    neighbors: BTreeMap<(Vni, IpAddr), EthernetAddress>,
+    neighbors: NeighborMap,
     /// The VIPs of each VNI's services, answered for with the virtual MAC.
     vips: BTreeSet<(Vni, IpAddr)>,
     /// The load balancers of the VNIs with services, by VNI.
@@ -1119,11 +1120,7 @@ impl State {
                 (settings.vni, state)
             })
             .collect();
-        let neighbors = config
-            .neighbors
-            .iter()
-            .map(|n| ((n.vni, n.ip), n.mac))
-            .collect();
+        let neighbors = NeighborMap::new(config.neighbors.iter().map(|n| (n.vni, n.ip, n.mac)));
         let vips: BTreeSet<(Vni, IpAddr)> = config
             .services
             .iter()
@@ -1258,7 +1255,7 @@ impl State {
             if self.vips.contains(&(meta.vni, ip)) {
                 Some(self.config.lb.virtual_mac)
             } else if suppress {
-                self.neighbors.get(&(meta.vni, ip)).copied()
+                self.neighbors.get(meta.vni, ip)
             } else {
                 None
             }
@@ -1348,7 +1345,7 @@ impl State {
         };
         match worker.process(packet, now) {
             Decision::Forward { backend } => {
-                match self.neighbors.get(&(meta.vni, backend.addr.ip())) {
+                match self.neighbors.get(meta.vni, backend.addr.ip()) {
                     Some(mac) => macs[..6].copy_from_slice(&mac.0),
                     None => meta.verdict = Verdict::Dropped(DropReason::LbBackendUnresolved),
                 }

@@ -1,6 +1,7 @@
 //! What encapsulation and decapsulation need to know of the inner frame: where its IP header
 //! is (through one 802.1Q tag), its TOS/ECN, TTL and DF, and a hash of its flow.
 
+use crate::mix::folded_multiply;
 use crate::wire::{ethertype, read_u16, ETHERNET_HEADER_LEN};
 use crate::DropReason;
 
@@ -72,14 +73,6 @@ pub(crate) fn ip_fields(frame: &[u8], layout: Layout) -> Option<IpFields> {
         },
         _ => None,
     }
-}
-
-/// A 64-bit multiply folded into 64 bits (the mixing step of foldhash and wyhash): cheap,
-/// and every input bit reaches every output bit.
-#[inline(always)]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
 }
 
 // Fixed keys (the digits of pi's fraction, as foldhash's): no structure to meet the data's.

@@ -1,0 +1,9 @@
+//! The multiply-fold mixer the crate's non-cryptographic hashes are built from.
+
+/// The 64 x 64 -> 128-bit product folded to 64 bits (the mixing step of foldhash and wyhash):
+/// cheap, and every input bit reaches every output bit.
+#[inline(always)]
+pub(crate) const fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = (a as u128).wrapping_mul(b as u128);
+    (full as u64) ^ ((full >> 64) as u64)
+}
