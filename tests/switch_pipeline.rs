@@ -290,6 +290,41 @@ fn remote_unicast_is_encapsulated_to_its_vtep() {
     assert_eq!(&outer[d.inner], &frame(mac(0x30), mac(1))[..]);
 }
 
+/// A frame too large to encapsulate (DF set) towards a remote MAC: dropped and counted, the
+/// sender's port gets ICMP "fragmentation needed", and nothing at all goes to the underlay.
+#[test]
+fn too_large_to_encapsulate_answers_the_sender_and_sends_nothing_to_the_underlay() {
+    let switch = Switch::new(config()).unwrap();
+    let mut worker = switch.worker();
+    let inner = frame(mac(1), mac(0x30));
+    run(
+        &switch,
+        &mut worker,
+        Ingress::Underlay,
+        from_vtep(REMOTE_C, vni(100), &inner),
+    );
+    // 1500 bytes of IPv4 with DF: 1550 with VXLAN, over the 1500-byte underlay.
+    let mut big = frame(mac(0x30), mac(1));
+    big.resize(14 + 1500, 0);
+    big[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    big[20] = 0x40;
+    let dropped = worker.counters.dropped.get(DropReason::MtuExceeded);
+    let out = run(&switch, &mut worker, Ingress::Port(PortId(1)), big);
+    assert_eq!(
+        worker.counters.dropped.get(DropReason::MtuExceeded),
+        dropped + 1
+    );
+    assert_eq!(out.len(), 1, "only the ICMP error: {out:?}");
+    let (egress, reply) = &out[0];
+    assert_eq!(*egress, Egress::Port(PortId(1)));
+    assert_eq!(&reply[..6], &mac(1), "to the sender");
+    assert_eq!(
+        (reply[23], reply[34], reply[35]),
+        (1, 3, 4),
+        "ICMP fragmentation needed"
+    );
+}
+
 #[test]
 fn mac_moves_and_static_entries_do_not() {
     let switch = Switch::new(config()).unwrap();

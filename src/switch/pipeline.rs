@@ -1040,7 +1040,10 @@ impl Switch {
                 &mut cached.insert(((meta.vni, vtep), template)).1
             }
         };
-        let mut action = Action {
+        // Built where it stays (the header is written in place), and taken back on failure:
+        // one copy of the action fewer a frame.
+        let actions = &mut fwd.output.actions;
+        actions.push(Action {
             egress: Egress::Underlay,
             header: [0; MAX_ACTION_HEADER],
             header_len: 0,
@@ -1049,13 +1052,18 @@ impl Switch {
                 index,
                 range: meta.inner.clone(),
             },
+        });
+        let encapsulated = match actions.last_mut() {
+            Some(action) => template
+                .encap_header(frame, &mut action.header, fwd.ident)
+                .map(|len| action.header_len = len as u8),
+            None => Err(DropReason::NoDestination),
         };
-        match template.encap_header(frame, &mut action.header, fwd.ident) {
-            Ok(len) => {
-                action.header_len = len as u8;
-                fwd.output.actions.push(action);
-                Ok(())
-            }
+        if encapsulated.is_err() {
+            actions.pop();
+        }
+        match encapsulated {
+            Ok(()) => Ok(()),
             Err(DropReason::MtuExceeded) => {
                 // Tell the sender on its port, when it is one of ours.
                 if let Destination::Port(port) = meta.from {
