@@ -263,8 +263,9 @@ fn known_unicast_goes_to_one_place() {
     assert_eq!(worker.counters.dropped.get(DropReason::NoDestination), 1);
 }
 
-#[test]
-fn remote_unicast_is_encapsulated_to_its_vtep() {
+/// A switch that has learned `mac(0x30)` behind VTEP C in VNI 100, from a frame it sent to
+/// `mac(1)`.
+fn knowing_a_remote_mac() -> (Switch, Worker) {
     let switch = Switch::new(config()).unwrap();
     let mut worker = switch.worker();
     let inner = frame(mac(1), mac(0x30));
@@ -274,6 +275,12 @@ fn remote_unicast_is_encapsulated_to_its_vtep() {
         Ingress::Underlay,
         from_vtep(REMOTE_C, vni(100), &inner),
     );
+    (switch, worker)
+}
+
+#[test]
+fn remote_unicast_is_encapsulated_to_its_vtep() {
+    let (switch, mut worker) = knowing_a_remote_mac();
     let out = run(
         &switch,
         &mut worker,
@@ -294,15 +301,7 @@ fn remote_unicast_is_encapsulated_to_its_vtep() {
 /// sender's port gets ICMP "fragmentation needed", and nothing at all goes to the underlay.
 #[test]
 fn too_large_to_encapsulate_answers_the_sender_and_sends_nothing_to_the_underlay() {
-    let switch = Switch::new(config()).unwrap();
-    let mut worker = switch.worker();
-    let inner = frame(mac(1), mac(0x30));
-    run(
-        &switch,
-        &mut worker,
-        Ingress::Underlay,
-        from_vtep(REMOTE_C, vni(100), &inner),
-    );
+    let (switch, mut worker) = knowing_a_remote_mac();
     // 1500 bytes of IPv4 with DF: 1550 with VXLAN, over the 1500-byte underlay.
     let mut big = frame(mac(0x30), mac(1));
     big.resize(14 + 1500, 0);

@@ -162,6 +162,14 @@ mod test {
     }
 
     proptest! {
+        // No failure file (miri's isolation refuses the working directory it needs), and few
+        // cases under miri, which interprets every instruction.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            cases: if cfg!(miri) { 4 } else { 256 },
+            ..ProptestConfig::default()
+        })]
+
         /// Whatever the entries (few VNIs and addresses, so that keys repeat and probes
         /// collide), the map answers as a `BTreeMap` built from the same list.
         #[test]
