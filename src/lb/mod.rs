@@ -108,7 +108,7 @@ pub use maglev::{
 };
 
 use conntrack::{TCP_ACK, TCP_SYN};
-use flow::addr_bits;
+pub(crate) use flow::addr_bits;
 use nat::{End, Parsed};
 
 use crate::sync::Arc;

@@ -10,6 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
+use crate::lb::addr_bits;
 use crate::mix::folded_multiply;
 use crate::wire::EthernetAddress;
 use crate::Vni;
@@ -42,10 +43,8 @@ pub(crate) struct NeighborMap {
 
 #[inline(always)]
 fn key(vni: Vni, ip: IpAddr) -> (u128, u32) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(a.to_bits()), OCCUPIED | vni.get()),
-        IpAddr::V6(a) => (a.to_bits(), OCCUPIED | IPV6 | vni.get()),
-    }
+    let family = if ip.is_ipv6() { IPV6 } else { 0 };
+    (addr_bits(ip), OCCUPIED | family | vni.get())
 }
 
 #[inline(always)]
