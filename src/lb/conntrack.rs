@@ -365,7 +365,10 @@ impl ConnTrack {
 
     /// Records a packet of the entry at `now`: `reply` if it went backend -> client,
     /// `tcp_flags` the TCP flags byte (0 for UDP). Moves the entry to the front of its list.
-    #[inline]
+    ///
+    /// The common case (flags unchanged, moved to the front less than `RECENCY_NANOS` ago)
+    /// is a counter and a deadline, inlined into the data path; the list work is apart.
+    #[inline(always)]
     pub(crate) fn touch(&mut self, id: EntryId, now: Instant, reply: bool, tcp_flags: u8) {
         self.counters.hits += 1;
         let i = id.0;
@@ -381,11 +384,22 @@ impl ConnTrack {
             flags |= CLOSING;
         }
         let now = now.as_nanos();
-        e.flags = flags;
         e.deadline = now.saturating_add(timeout(&self.timeouts, e.flow.protocol, flags));
+        if flags != was || now.saturating_sub(e.moved) >= RECENCY_NANOS {
+            self.touch_lists(i, was, flags, now);
+        }
+    }
+
+    /// The rest of `touch` when the flags changed or the entry was last moved to the front
+    /// `RECENCY_NANOS` ago or more: the new flags, and the move (to the front of the list
+    /// its flags name, unless it is there already).
+    #[inline(never)]
+    fn touch_lists(&mut self, i: u32, was: u8, flags: u8, now: u64) {
         let (from, to) = (list_of(was), list_of(flags));
-        if from != to || (now.saturating_sub(e.moved) >= RECENCY_NANOS && self.lists[to].head != i)
-        {
+        let e = &mut self.entries[i as usize];
+        e.flags = flags;
+        let stale = now.saturating_sub(e.moved) >= RECENCY_NANOS;
+        if from != to || (stale && self.lists[to].head != i) {
             e.moved = now;
             self.list_unlink(i, from);
             self.list_push_front(i, to);

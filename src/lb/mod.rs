@@ -671,7 +671,26 @@ impl Services {
         now: Instant,
     ) -> Decision {
         if let Some(service) = self.find_flow_dst(&t.flow) {
-            return match select_tracked(service, state, &t.flow, t.tcp_flags, now) {
+            let found = state.conntrack.lookup_forward(&t.flow, now);
+            // The common case, a tracked flow whose service is unchanged, translated here:
+            // nothing is built on the way (a `Result` of a tuple read back from the stack
+            // cost more than the rest of the hit).
+            if let Some(id) = found {
+                let entry = state.conntrack.entry(id);
+                if entry.generation == service.generation
+                    && !(is_syn(&t.flow, t.tcp_flags) && entry.is_closing())
+                {
+                    let (bits, port, index) =
+                        (entry.backend, entry.backend_port, entry.backend_index);
+                    state.conntrack.touch(id, now, false, t.tcp_flags);
+                    nat::translate(packet, t, End::Destination, bits, port);
+                    let addr = SocketAddr::new(flow::bits_addr(bits, t.flow.ipv6), port);
+                    return Decision::Forward {
+                        backend: BackendRef { index, addr },
+                    };
+                }
+            }
+            return match select_found(service, state, &t.flow, t.tcp_flags, now, found) {
                 Ok((backend, bits)) => {
                     nat::translate(packet, t, End::Destination, bits, backend.addr.port());
                     Decision::Forward { backend }
@@ -753,6 +772,12 @@ impl Services {
     }
 }
 
+/// True for a TCP SYN without ACK: the first packet of a new connection.
+#[inline(always)]
+fn is_syn(flow: &FlowKey, tcp_flags: u8) -> bool {
+    flow.protocol == Protocol::Tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
 /// The tracked backend of `flow` in `service`, or a new choice, tracked from now on; with
 /// the backend's address as 128 bits (see `FlowKey`), for the translation.
 #[inline(always)]
@@ -763,9 +788,22 @@ fn select_tracked(
     tcp_flags: u8,
     now: Instant,
 ) -> Result<(BackendRef, u128), DropReason> {
-    let is_tcp = flow.protocol == Protocol::Tcp;
-    let is_syn = is_tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let Some(id) = state.conntrack.lookup_forward(flow, now) else {
+    let found = state.conntrack.lookup_forward(flow, now);
+    select_found(service, state, flow, tcp_flags, now, found)
+}
+
+/// [`select_tracked`] once the flow's entry, if any, has been looked up: `found`.
+#[inline(never)]
+fn select_found(
+    service: &ServiceTable,
+    state: &mut WorkerState,
+    flow: &FlowKey,
+    tcp_flags: u8,
+    now: Instant,
+    found: Option<conntrack::EntryId>,
+) -> Result<(BackendRef, u128), DropReason> {
+    let is_syn = is_syn(flow, tcp_flags);
+    let Some(id) = found else {
         return select_new(service, state, flow, tcp_flags, now, is_syn);
     };
     let entry = state.conntrack.entry(id);
@@ -776,13 +814,16 @@ fn select_tracked(
         return select_new(service, state, flow, tcp_flags, now, is_syn);
     }
     let (bits, port) = (entry.backend, entry.backend_port);
-    let cached = entry.generation == service.generation;
-    let index = if cached {
-        Some(entry.backend_index)
-    } else {
-        service.index_of(bits, port)
-    };
-    let still_up = index.filter(|&i| {
+    // An entry stamped with the current generation holds an index checked in this very
+    // table (when it was chosen or last revalidated), and a published table never changes:
+    // the backend is still there and not down.
+    if entry.generation == service.generation {
+        let index = entry.backend_index;
+        state.conntrack.touch(id, now, false, tcp_flags);
+        let addr = SocketAddr::new(flow::bits_addr(bits, flow.ipv6), port);
+        return Ok((BackendRef { index, addr }, bits));
+    }
+    let still_up = service.index_of(bits, port).filter(|&i| {
         service
             .backends
             .get(usize::from(i))
@@ -791,11 +832,9 @@ fn select_tracked(
     let Some(index) = still_up else {
         return select_moved(service, state, flow, tcp_flags, now, id);
     };
-    if !cached {
-        state
-            .conntrack
-            .set_backend_index(id, index, service.generation);
-    }
+    state
+        .conntrack
+        .set_backend_index(id, index, service.generation);
     state.conntrack.touch(id, now, false, tcp_flags);
     let addr = SocketAddr::new(flow::bits_addr(bits, flow.ipv6), port);
     Ok((BackendRef { index, addr }, bits))

@@ -374,10 +374,13 @@ fn rewrite(data: &mut [u8], ip: usize, l4: usize, flow: &FlowKey, end: End, addr
         End::Source => (flow.src, flow.src_port, l4),
         End::Destination => (flow.dst, flow.dst_port, l4 + 2),
     };
+    // The address's share of both checksums (the IPv4 header's, and the pseudo-header's
+    // in the L4 one), computed once.
+    let addr_change = addr_delta(old_addr, addr, ipv6);
     write_addr(data, ip + addr_offset(end, ipv6), addr, ipv6);
     if !ipv6 {
         if let Some(checksum) = u16_at(data, ip + 10) {
-            put_u16(data, ip + 10, update_addr(checksum, old_addr, addr, false));
+            put_u16(data, ip + 10, apply_delta(checksum, addr_change));
         }
     }
     put_u16(data, port_offset, port);
@@ -390,7 +393,7 @@ fn rewrite(data: &mut [u8], ip: usize, l4: usize, flow: &FlowKey, end: End, addr
         if flow.protocol == Protocol::Udp && checksum == 0 {
             return;
         }
-        let delta = addr_delta(old_addr, addr, ipv6) + u32::from(!old_port) + u32::from(port);
+        let delta = addr_change + u32::from(!old_port) + u32::from(port);
         let mut updated = apply_delta(checksum, delta);
         if flow.protocol == Protocol::Udp && updated == 0 {
             updated = 0xFFFF;

@@ -466,3 +466,102 @@ fn worker_slots_are_bounded_and_reused() {
 fn config_for_slots() -> ServiceConfig {
     config(&[1], SMALL)
 }
+
+/// A 40-byte IPv4 TCP packet of `flow` with `flags` (checksums zero: the decision does not
+/// read them, and the translation updates whatever is there).
+fn tcp_packet(flow: &FlowKey, flags: u8) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&(flow.src as u32).to_be_bytes());
+    p[16..20].copy_from_slice(&(flow.dst as u32).to_be_bytes());
+    p[20..22].copy_from_slice(&flow.src_port.to_be_bytes());
+    p[22..24].copy_from_slice(&flow.dst_port.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = flags;
+    p
+}
+
+/// The packet path (`process`, with its inlined fast path for tracked flows) and the flow
+/// path (`select`) make the same choice, and count the same, through flows opening,
+/// closing and reopening, backends going down and coming back, added and removed, and time
+/// passing (entries moving in their lists, and expiring).
+#[test]
+fn packet_path_agrees_with_select() {
+    let mut lb = LoadBalancer::new();
+    lb.set_service(key(), config(&[1, 2, 3], SMALL)).unwrap();
+    let (mut by_packet, mut by_flow) = (state(), state());
+    let mut now = Instant::from_secs(1);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let flags = [
+        TCP_SYN,
+        conntrack::TCP_ACK,
+        conntrack::TCP_ACK,
+        conntrack::TCP_ACK,
+        conntrack::TCP_FIN | conntrack::TCP_ACK,
+        conntrack::TCP_RST,
+    ];
+    let steps = if cfg!(miri) { 300 } else { 4000 };
+    let mut forwarded = 0;
+    for step in 0..steps {
+        if step % 97 == 96 {
+            match next() % 5 {
+                0 => lb
+                    .set_backend_state(&key(), backend_addr(2), BackendState::Down)
+                    .unwrap(),
+                1 => lb
+                    .set_backend_state(&key(), backend_addr(2), BackendState::Active)
+                    .unwrap(),
+                2 => lb.set_service(key(), config(&[1, 2, 3, 4], SMALL)).unwrap(),
+                3 => lb.set_service(key(), config(&[2, 3], SMALL)).unwrap(),
+                _ => lb.set_service(key(), config(&[1, 2, 3], SMALL)).unwrap(),
+            };
+        }
+        if step % 13 == 12 {
+            // Mostly past the recency interval (1 s), now and then past the timeouts.
+            let r = next();
+            let limit = if r % 8 == 0 { 200 } else { 2 };
+            now = Instant::from_nanos(now.as_nanos() + (r >> 8) % (limit * 1_000_000_000));
+        }
+        let s = lb.snapshot();
+        let r = next();
+        let flow = client_flow((r % 40) as u32);
+        let f = flags[(r >> 32) as usize % flags.len()];
+        let mut packet = tcp_packet(&flow, f);
+        let decided = s.process(&mut by_packet, &mut packet, now);
+        let selected = s.select(&mut by_flow, &flow, f, now);
+        match (decided, selected) {
+            (Decision::Forward { backend }, Some(chosen)) => {
+                assert_eq!(backend, chosen, "step {step}");
+                // Translated to it.
+                let IpAddr::V4(ip) = chosen.addr.ip() else {
+                    panic!("{chosen:?}")
+                };
+                assert_eq!(packet[16..20], ip.octets());
+                assert_eq!(packet[22..24], chosen.addr.port().to_be_bytes());
+                forwarded += 1;
+            }
+            (Decision::Drop(DropReason::LbNoBackend), None) => {}
+            other => panic!("step {step}: {other:?}"),
+        }
+        assert_eq!(
+            by_packet.conntrack.counters(),
+            by_flow.conntrack.counters(),
+            "step {step}"
+        );
+        by_packet.conntrack.check_invariants();
+    }
+    assert!(forwarded > steps / 2, "{forwarded} of {steps}");
+    // The fast path was taken: most packets were hits; and the slow ones happened.
+    let c = by_packet.conntrack.counters();
+    assert!(c.hits > steps as u64 / 2, "{c:?}");
+    assert!(c.expired > 0 && c.misses_non_syn > 0, "{c:?}");
+}
