@@ -65,6 +65,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+mod addr_map;
 #[cfg(all(feature = "backend", target_os = "linux"))]
 pub mod backend;
 mod drop_reason;

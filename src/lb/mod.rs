@@ -111,6 +111,7 @@ use conntrack::{TCP_ACK, TCP_SYN};
 pub(crate) use flow::addr_bits;
 use nat::{End, Parsed};
 
+use crate::addr_map::AddrMap;
 use crate::sync::Arc;
 use crate::time::{Duration, Instant};
 use crate::DropReason;
@@ -159,7 +160,8 @@ impl fmt::Display for ServiceKey {
 }
 
 /// A service key as two integers that order like the tuple (address, is IPv6, port,
-/// protocol): one 128-bit and one 32-bit comparison per step of the data path's search.
+/// protocol): the key of the data path's index (the tag has 25 bits, as `AddrMap` wants
+/// at most 31), and the order of `Services::keys` for `is_vip`'s search.
 #[inline(always)]
 fn compact_key(addr: u128, ipv6: bool, port: u16, protocol: Protocol) -> (u128, u32) {
     (
@@ -552,12 +554,18 @@ impl WorkerState {
     }
 }
 
+/// Up to this many services, the data path compares a packet's key with each in turn
+/// instead of hashing it for `Services::index`.
+const FEW_SERVICES: usize = 4;
+
 /// The published set of services: immutable, shared by all workers.
 #[derive(Debug, Clone, Default)]
 pub struct Services {
     /// Sorted by `ServiceKey::compact`, parallel to `tables`.
     keys: Vec<(u128, u32)>,
     tables: Vec<Arc<ServiceTable>>,
+    /// `ServiceKey::compact` -> index in `tables`: what the data path asks, once a packet.
+    index: AddrMap<usize>,
 }
 
 impl Services {
@@ -573,7 +581,14 @@ impl Services {
 
     #[inline]
     fn find(&self, key: &(u128, u32)) -> Option<&ServiceTable> {
-        let i = self.keys.binary_search(key).ok()?;
+        // A few services: compared in turn, no hash on the packet's way; more: the index.
+        let i = if self.keys.len() <= FEW_SERVICES {
+            self.keys
+                .iter()
+                .position(|k| ((k.0 ^ key.0) | u128::from(k.1 ^ key.1)) == 0)?
+        } else {
+            self.index.get(key.0, key.1)?
+        };
         self.tables.get(i).map(|t| &**t)
     }
 
@@ -992,12 +1007,17 @@ impl LoadBalancer {
     /// A copy of the published snapshot (cheap: the tables are shared), for a caller that
     /// runs the data path itself with [`Services::process`].
     pub fn snapshot(&self) -> Services {
-        let (keys, tables) = self
+        let (keys, tables): (Vec<(u128, u32)>, Vec<Arc<ServiceTable>>) = self
             .configs
             .values()
             .map(|(_, t)| (t.key.compact(), t.clone()))
             .unzip();
-        Services { keys, tables }
+        let index = AddrMap::new(keys.iter().enumerate().map(|(i, &key)| (key, i)));
+        Services {
+            keys,
+            tables,
+            index,
+        }
     }
 
     /// Whether [`LoadBalancer::set_service`] would take `config` for `key`, without changing

@@ -3,59 +3,27 @@
 //! Every frame towards a service VIP needs its chosen backend's MAC, and every ARP request or
 //! neighbour solicitation a suppressing VNI answers needs the target's: one lookup per frame.
 //! The table comes from the configuration, changes only with it, and is rebuilt whole on a
-//! change, so it is a plain open-addressing array (linear probing, at most half full) with
-//! no locking and no deletion: a lookup is one hash and, almost always, one slot.
+//! change, so it is a [`AddrMap`](crate::addr_map::AddrMap): a lookup is one hash and,
+//! almost always, one slot.
 
-use alloc::vec;
-use alloc::vec::Vec;
 use core::net::IpAddr;
 
+use crate::addr_map::AddrMap;
 use crate::lb::addr_bits;
-use crate::mix::folded_multiply;
 use crate::wire::EthernetAddress;
 use crate::Vni;
 
-/// Marks an occupied slot in `Slot::tag` (a VNI has 24 bits, the family one more).
-const OCCUPIED: u32 = 1 << 31;
+/// The tag bit of an IPv6 address (a VNI has 24 bits).
 const IPV6: u32 = 1 << 24;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    /// The address as 128 bits (IPv4 in the low 32).
-    addr: u128,
-    /// `OCCUPIED | IPV6 (for IPv6) | vni`; 0 for an empty slot.
-    tag: u32,
-    mac: EthernetAddress,
-}
-
-const EMPTY: Slot = Slot {
-    addr: 0,
-    tag: 0,
-    mac: EthernetAddress([0; 6]),
-};
 
 /// (VNI, IP) -> MAC, immutable once built.
 #[derive(Debug, Clone)]
-pub(crate) struct NeighborMap {
-    slots: Vec<Slot>,
-    mask: usize,
-}
+pub(crate) struct NeighborMap(AddrMap<EthernetAddress>);
 
 #[inline(always)]
 fn key(vni: Vni, ip: IpAddr) -> (u128, u32) {
     let family = if ip.is_ipv6() { IPV6 } else { 0 };
-    (addr_bits(ip), OCCUPIED | family | vni.get())
-}
-
-#[inline(always)]
-fn hash((addr, tag): (u128, u32)) -> usize {
-    // The configuration is the operator's, not a sender's: a fixed key is enough.
-    let a = folded_multiply(
-        (addr as u64) ^ 0x243F_6A88_85A3_08D3,
-        ((addr >> 64) as u64) ^ u64::from(tag) ^ 0x1319_8A2E_0370_7344,
-    );
-    // The high bits are the best mixed.
-    (a >> 32) as usize
+    (addr_bits(ip), family | vni.get())
 }
 
 impl NeighborMap {
@@ -64,63 +32,29 @@ impl NeighborMap {
     pub(crate) fn new(
         entries: impl ExactSizeIterator<Item = (Vni, IpAddr, EthernetAddress)>,
     ) -> NeighborMap {
-        // At least one empty slot, so that every probe ends at one.
-        let len = entries.len().saturating_mul(2).max(2).next_power_of_two();
-        let mut map = NeighborMap {
-            slots: vec![EMPTY; len],
-            mask: len - 1,
-        };
-        for (vni, ip, mac) in entries {
-            let key = key(vni, ip);
-            let mut i = hash(key) & map.mask;
-            while let Some(slot) = map.slots.get_mut(i) {
-                if slot.tag == 0 {
-                    *slot = Slot {
-                        addr: key.0,
-                        tag: key.1,
-                        mac,
-                    };
-                    break;
-                }
-                if (slot.addr, slot.tag) == key {
-                    slot.mac = mac;
-                    break;
-                }
-                i = (i + 1) & map.mask;
-            }
-        }
-        map
+        NeighborMap(AddrMap::new(
+            entries.map(|(vni, ip, mac)| (key(vni, ip), mac)),
+        ))
     }
 
     /// The MAC of `ip` in `vni`, if configured.
     #[inline]
     pub(crate) fn get(&self, vni: Vni, ip: IpAddr) -> Option<EthernetAddress> {
-        let key = key(vni, ip);
-        let mut i = hash(key) & self.mask;
-        // Bounded by the table's length; an empty slot ends the probe long before.
-        for _ in 0..self.slots.len() {
-            let slot = self.slots.get(i)?;
-            if slot.addr == key.0 && slot.tag == key.1 {
-                return Some(slot.mac);
-            }
-            if slot.tag == 0 {
-                return None;
-            }
-            i = (i + 1) & self.mask;
-        }
-        None
+        let (addr, tag) = key(vni, ip);
+        self.0.get(addr, tag)
     }
 
     /// The number of distinct (VNI, IP) entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.tag != 0).count()
+        self.0.len()
     }
 }
 
 #[cfg(test)]
 mod test {
     use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
     use core::net::{Ipv4Addr, Ipv6Addr};
 
     use proptest::prelude::*;
