@@ -693,7 +693,7 @@ impl Services {
             if let Some(id) = found {
                 let entry = state.conntrack.entry(id);
                 if entry.generation == service.generation
-                    && !(is_syn(&t.flow, t.tcp_flags) && entry.is_closing())
+                    && !(entry.is_closing() && is_syn(&t.flow, t.tcp_flags))
                 {
                     let (bits, port, index) =
                         (entry.backend, entry.backend_port, entry.backend_index);

@@ -184,6 +184,9 @@ fn parse_ports(data: &[u8], ip: &Ip, l4: usize, end: usize) -> Option<(FlowKey, 
     if end < l4 + need {
         return None;
     }
+    // The first eight bytes (ports, and UDP's length and checksum) as one array: one bounds
+    // check for the fields read.
+    let head: &[u8; 8] = data.get(l4..l4 + 8)?.try_into().ok()?;
     let tcp_flags = match protocol {
         Protocol::Tcp => *data.get(l4 + 13)?,
         Protocol::Udp => 0,
@@ -192,8 +195,8 @@ fn parse_ports(data: &[u8], ip: &Ip, l4: usize, end: usize) -> Option<(FlowKey, 
         FlowKey {
             src: ip.src,
             dst: ip.dst,
-            src_port: u16_at(data, l4)?,
-            dst_port: u16_at(data, l4 + 2)?,
+            src_port: u16::from_be_bytes([head[0], head[1]]),
+            dst_port: u16::from_be_bytes([head[2], head[3]]),
             protocol,
             ipv6: ip.ipv6,
         },
@@ -338,8 +341,8 @@ fn word_sum_128(x: u128) -> u32 {
 /// partial sum folds to the same representative), with one fold instead of one per word.
 #[inline(always)]
 fn apply_delta(checksum: u16, delta: u32) -> u16 {
-    let sum = u64::from(!checksum) + u64::from(delta);
-    !fold(((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32)
+    // `delta` is at most 18 x 0xFFFF (an IPv6 address and a port): no carry out of 32 bits.
+    !fold(u32::from(!checksum) + delta)
 }
 
 #[inline(always)]
@@ -384,21 +387,21 @@ fn rewrite(data: &mut [u8], ip: usize, l4: usize, flow: &FlowKey, end: End, addr
         }
     }
     put_u16(data, port_offset, port);
-    let checksum_offset = match flow.protocol {
-        Protocol::Tcp => l4 + 16,
-        Protocol::Udp => l4 + 6,
-    };
-    if let Some(checksum) = u16_at(data, checksum_offset) {
-        // A zero UDP checksum is "no checksum" (RFC 768): it stays zero.
-        if flow.protocol == Protocol::Udp && checksum == 0 {
-            return;
+    let delta = addr_change + u32::from(!old_port) + u32::from(port);
+    match flow.protocol {
+        Protocol::Tcp => {
+            if let Some(checksum) = u16_at(data, l4 + 16) {
+                put_u16(data, l4 + 16, apply_delta(checksum, delta));
+            }
         }
-        let delta = addr_change + u32::from(!old_port) + u32::from(port);
-        let mut updated = apply_delta(checksum, delta);
-        if flow.protocol == Protocol::Udp && updated == 0 {
-            updated = 0xFFFF;
+        Protocol::Udp => {
+            // A zero UDP checksum is "no checksum" (RFC 768): it stays zero; a computed zero
+            // is sent as 0xFFFF.
+            if let Some(checksum) = u16_at(data, l4 + 6).filter(|&c| c != 0) {
+                let updated = apply_delta(checksum, delta);
+                put_u16(data, l4 + 6, if updated == 0 { 0xFFFF } else { updated });
+            }
         }
-        put_u16(data, checksum_offset, updated);
     }
 }
 
@@ -553,6 +556,43 @@ mod test {
         translate(&mut buf, &t, End::Destination, 0x0a00_0001, 99);
         assert_eq!(&buf[26..28], &[0, 0]);
         assert!(Ipv4Packet::new_checked(&buf[..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn computed_zero_udp_checksum_is_sent_as_all_ones() {
+        let (client, vip, backend) = (
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(198, 51, 100, 10),
+            Ipv4Addr::new(10, 1, 2, 3),
+        );
+        let original = ipv4_udp(client, vip, 5353, 53, b"hello, world");
+        let Ok(Parsed::Transport(t)) = parse(&original) else {
+            panic!("not parsed")
+        };
+        let to = |port: u16| {
+            let mut buf = original.clone();
+            translate(
+                &mut buf,
+                &t,
+                End::Destination,
+                backend.to_bits().into(),
+                port,
+            );
+            buf
+        };
+        // Translated to port 1000 the checksum is `c`; to port 1000 + c (one's complement
+        // sum) the sum it covers grows by `c`, to 0xFFFF, so the computed checksum is zero.
+        let c = u16::from_be_bytes([to(1000)[26], to(1000)[27]]);
+        let (port, carry) = 1000u16.overflowing_add(c);
+        let buf = to(port + u16::from(carry));
+        assert_eq!(
+            &buf[26..28],
+            &[0xFF, 0xFF],
+            "zero means no checksum (RFC 768)"
+        );
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        let u = UdpPacket::new_checked(p.payload()).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv4(client), &IpAddress::Ipv4(backend)));
     }
 
     #[test]
