@@ -626,7 +626,13 @@ impl Services {
         now: Instant,
     ) -> Option<BackendRef> {
         let service = self.find_flow_dst(flow)?;
-        select_tracked(service, state, flow, tcp_flags, now)
+        let found = state.conntrack.lookup_forward(flow, now);
+        if let Some((backend, _)) =
+            found.and_then(|id| hit(service, state, id, flow, tcp_flags, now))
+        {
+            return Some(backend);
+        }
+        select_found(service, state, flow, tcp_flags, now, found)
             .ok()
             .map(|(backend, _)| backend)
     }
@@ -687,23 +693,14 @@ impl Services {
     ) -> Decision {
         if let Some(service) = self.find_flow_dst(&t.flow) {
             let found = state.conntrack.lookup_forward(&t.flow, now);
-            // The common case, a tracked flow whose service is unchanged, translated here:
-            // nothing is built on the way (a `Result` of a tuple read back from the stack
-            // cost more than the rest of the hit).
-            if let Some(id) = found {
-                let entry = state.conntrack.entry(id);
-                if entry.generation == service.generation
-                    && !(entry.is_closing() && is_syn(&t.flow, t.tcp_flags))
-                {
-                    let (bits, port, index) =
-                        (entry.backend, entry.backend_port, entry.backend_index);
-                    state.conntrack.touch(id, now, false, t.tcp_flags);
-                    nat::translate(packet, t, End::Destination, bits, port);
-                    let addr = SocketAddr::new(flow::bits_addr(bits, t.flow.ipv6), port);
-                    return Decision::Forward {
-                        backend: BackendRef { index, addr },
-                    };
-                }
+            // The common case, translated here: nothing is built on the way (a `Result` of a
+            // tuple, merged with the slow paths' and read back from the stack, cost more
+            // than the rest of the hit).
+            if let Some((backend, bits)) =
+                found.and_then(|id| hit(service, state, id, &t.flow, t.tcp_flags, now))
+            {
+                nat::translate(packet, t, End::Destination, bits, backend.addr.port());
+                return Decision::Forward { backend };
             }
             return match select_found(service, state, &t.flow, t.tcp_flags, now, found) {
                 Ok((backend, bits)) => {
@@ -793,21 +790,35 @@ fn is_syn(flow: &FlowKey, tcp_flags: u8) -> bool {
     flow.protocol == Protocol::Tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// The tracked backend of `flow` in `service`, or a new choice, tracked from now on; with
-/// the backend's address as 128 bits (see `FlowKey`), for the translation.
+/// The common case of a tracked flow, inlined into the data path: its entry `id` is stamped
+/// with `service`'s generation and the packet is not a SYN reopening a closing flow. The
+/// entry is touched and its backend returned, with its address as 128 bits (see `FlowKey`).
+/// `None` for everything else, which [`select_found`] decides.
 #[inline(always)]
-fn select_tracked(
+fn hit(
     service: &ServiceTable,
     state: &mut WorkerState,
+    id: conntrack::EntryId,
     flow: &FlowKey,
     tcp_flags: u8,
     now: Instant,
-) -> Result<(BackendRef, u128), DropReason> {
-    let found = state.conntrack.lookup_forward(flow, now);
-    select_found(service, state, flow, tcp_flags, now, found)
+) -> Option<(BackendRef, u128)> {
+    let entry = state.conntrack.entry(id);
+    // An entry stamped with the current generation holds an index checked in this very
+    // table (when it was chosen or last revalidated), and a published table never changes:
+    // the backend is still there and not down.
+    if entry.generation != service.generation || (entry.is_closing() && is_syn(flow, tcp_flags)) {
+        return None;
+    }
+    let (bits, port, index) = (entry.backend, entry.backend_port, entry.backend_index);
+    state.conntrack.touch(id, now, false, tcp_flags);
+    let addr = SocketAddr::new(flow::bits_addr(bits, flow.ipv6), port);
+    Some((BackendRef { index, addr }, bits))
 }
 
-/// [`select_tracked`] once the flow's entry, if any, has been looked up: `found`.
+/// The backend of `flow` in `service` once its entry, if any, has been looked up (`found`)
+/// and [`hit`] did not decide: the tracked backend, or a new choice, tracked from now on;
+/// with the backend's address as 128 bits (see `FlowKey`), for the translation.
 #[inline(never)]
 fn select_found(
     service: &ServiceTable,
@@ -829,15 +840,8 @@ fn select_found(
         return select_new(service, state, flow, tcp_flags, now, is_syn);
     }
     let (bits, port) = (entry.backend, entry.backend_port);
-    // An entry stamped with the current generation holds an index checked in this very
-    // table (when it was chosen or last revalidated), and a published table never changes:
-    // the backend is still there and not down.
-    if entry.generation == service.generation {
-        let index = entry.backend_index;
-        state.conntrack.touch(id, now, false, tcp_flags);
-        let addr = SocketAddr::new(flow::bits_addr(bits, flow.ipv6), port);
-        return Ok((BackendRef { index, addr }, bits));
-    }
+    // `hit` did not decide, so the service changed since the entry was stamped: its backend
+    // is looked up in the current table (it may be down, or gone).
     let still_up = service.index_of(bits, port).filter(|&i| {
         service
             .backends
