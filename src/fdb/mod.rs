@@ -679,17 +679,17 @@ impl Fdb {
             self.table.touch(home);
             (key, home)
         };
-        let mut ahead = items.iter().take(out.len());
+        let n = items.len().min(out.len());
+        let (items, out) = (&items[..n], &mut out[..n]);
         let mut ring = [(Key::default(), 0usize); PREFETCH_AHEAD];
-        for (slot, item) in ring.iter_mut().zip(ahead.by_ref()) {
+        for (slot, item) in ring.iter_mut().zip(items) {
             *slot = prepare(item);
         }
         for (i, (item, out)) in items.iter().zip(out.iter_mut()).enumerate() {
-            let Some(slot) = ring.get_mut(i % PREFETCH_AHEAD) else {
-                return;
-            };
+            // `PREFETCH_AHEAD` is a power of two: the index needs no bounds check.
+            let slot = &mut ring[i % PREFETCH_AHEAD];
             let (key, home) = *slot;
-            if let Some(next) = ahead.next() {
+            if let Some(next) = items.get(i + PREFETCH_AHEAD) {
                 *slot = prepare(next);
             }
             finish(item, key, home, out);
