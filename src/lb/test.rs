@@ -557,8 +557,12 @@ fn packet_path_agrees_with_select() {
             by_flow.conntrack.counters(),
             "step {step}"
         );
-        by_packet.conntrack.check_invariants();
+        // Every step, but under miri (a walk of all 1024 entries, interpreted) every 50th.
+        if !cfg!(miri) || step % 50 == 0 {
+            by_packet.conntrack.check_invariants();
+        }
     }
+    by_packet.conntrack.check_invariants();
     assert!(forwarded > steps / 2, "{forwarded} of {steps}");
     // The fast path was taken: most packets were hits; and the slow ones happened.
     let c = by_packet.conntrack.counters();
