@@ -7,3 +7,15 @@ pub(crate) const fn folded_multiply(a: u64, b: u64) -> u64 {
     let full = (a as u128).wrapping_mul(b as u128);
     (full as u64) ^ ((full >> 64) as u64)
 }
+
+/// Marsaglia's xorshift64 from `seed` (not zero): the tests' source of reproducible
+/// pseudo-random numbers.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}

@@ -513,13 +513,7 @@ fn configuration_is_checked() {
 
 #[test]
 fn ticks_divide_exactly() {
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = crate::mix::xorshift(0x1234_5678_9abc_def0u64);
     for nanos in [1_000_000u64, 1_000_000_000, 1 << 20, 3_333_333, 7, 2] {
         let ticker = Ticker::new(nanos);
         let nanos = nanos.max(2);

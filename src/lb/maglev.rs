@@ -714,13 +714,7 @@ mod test {
     /// sizes, permutations and weights.
     #[test]
     fn optimised_build_matches_the_plain_loop() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rng = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::mix::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let primes = [2u32, 3, 7, 13, 61, 251, 1009, 4093, 16381];
         let cases = if cfg!(miri) { 6 } else { 200 };
         for case in 0..cases {

@@ -513,17 +513,23 @@ mod test {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    #[test]
-    fn dnat_ipv4_udp_keeps_checksums_valid() {
-        let (client, vip, backend) = (
-            Ipv4Addr::new(192, 0, 2, 1),
-            Ipv4Addr::new(198, 51, 100, 10),
-            Ipv4Addr::new(10, 1, 2, 3),
-        );
-        let mut buf = ipv4_udp(client, vip, 5353, 53, b"hello, world");
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+
+    /// A UDP datagram CLIENT:5353 -> VIP:53 with a valid checksum, and its parse.
+    fn udp_to_vip() -> (Vec<u8>, Transport) {
+        let buf = ipv4_udp(CLIENT, VIP, 5353, 53, b"hello, world");
         let Ok(Parsed::Transport(t)) = parse(&buf) else {
             panic!("not parsed")
         };
+        (buf, t)
+    }
+
+    #[test]
+    fn dnat_ipv4_udp_keeps_checksums_valid() {
+        let (mut buf, t) = udp_to_vip();
+        let (client, backend) = (CLIENT, BACKEND);
         assert_eq!(t.flow.dst_port, 53);
         translate(
             &mut buf,
@@ -560,15 +566,8 @@ mod test {
 
     #[test]
     fn computed_zero_udp_checksum_is_sent_as_all_ones() {
-        let (client, vip, backend) = (
-            Ipv4Addr::new(192, 0, 2, 1),
-            Ipv4Addr::new(198, 51, 100, 10),
-            Ipv4Addr::new(10, 1, 2, 3),
-        );
-        let original = ipv4_udp(client, vip, 5353, 53, b"hello, world");
-        let Ok(Parsed::Transport(t)) = parse(&original) else {
-            panic!("not parsed")
-        };
+        let (original, t) = udp_to_vip();
+        let (client, backend) = (CLIENT, BACKEND);
         let to = |port: u16| {
             let mut buf = original.clone();
             translate(
@@ -666,13 +665,7 @@ mod test {
         v6[6] = PROTO_UDP;
         v6[40..42].copy_from_slice(&[0x13, 0x88]);
         v6[42..44].copy_from_slice(&[0, 53]);
-        let mut state = 0xdead_beef_cafe_f00du64;
-        let mut rng = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::mix::xorshift(0xdead_beef_cafe_f00du64);
         let rounds = if cfg!(miri) { 100 } else { 20_000 };
         for i in 0..rounds {
             let mut p = match i % 3 {
@@ -682,7 +675,7 @@ mod test {
             };
             // Corrupt a few bytes (the first 28 most often), cut or pad.
             for _ in 0..(rng() % 3) {
-                let span = if rng() % 4 == 0 { p.len() } else { 28 };
+                let span = if rng().is_multiple_of(4) { p.len() } else { 28 };
                 let at = (rng() % span as u64) as usize;
                 p[at] = rng() as u8;
             }
@@ -707,13 +700,7 @@ mod test {
     #[test]
     fn summed_update_equals_word_by_word() {
         use crate::wire::checksum::update16;
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut rng = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::mix::xorshift(0x1234_5678_9abc_def0u64);
         let n = if cfg!(miri) { 200 } else { 100_000 };
         for i in 0..n {
             let ipv6 = i % 2 == 1;

@@ -494,13 +494,7 @@ fn packet_path_agrees_with_select() {
     lb.set_service(key(), config(&[1, 2, 3], SMALL)).unwrap();
     let (mut by_packet, mut by_flow) = (state(), state());
     let mut now = Instant::from_secs(1);
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::mix::xorshift(0x2545_F491_4F6C_DD1Du64);
     let flags = [
         TCP_SYN,
         conntrack::TCP_ACK,
@@ -528,7 +522,7 @@ fn packet_path_agrees_with_select() {
         if step % 13 == 12 {
             // Mostly past the recency interval (1 s), now and then past the timeouts.
             let r = next();
-            let limit = if r % 8 == 0 { 200 } else { 2 };
+            let limit = if r.is_multiple_of(8) { 200 } else { 2 };
             now = Instant::from_nanos(now.as_nanos() + (r >> 8) % (limit * 1_000_000_000));
         }
         let s = lb.snapshot();
