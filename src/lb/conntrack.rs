@@ -130,7 +130,7 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Nanoseconds; the entry is dead from this instant on.
     deadline: u64,
-    /// Nanoseconds; when the entry was last moved to the front of its list.
+    /// Nanoseconds; when the entry was last moved to (or found at) the front of its list.
     moved: u64,
     flags: u8,
     forward_next: u32,
@@ -390,19 +390,22 @@ impl ConnTrack {
         }
     }
 
-    /// The rest of `touch` when the flags changed or the entry was last moved to the front
+    /// The rest of `touch` when the flags changed or the entry was last put at the front
     /// `RECENCY_NANOS` ago or more: the new flags, and the move (to the front of the list
-    /// its flags name, unless it is there already).
+    /// its flags name, unless it is there already: then it is stamped as if moved, so that
+    /// the next packets of a flow alone at the front stay on `touch`'s inlined path).
     #[inline(never)]
     fn touch_lists(&mut self, i: u32, was: u8, flags: u8, now: u64) {
         let (from, to) = (list_of(was), list_of(flags));
         let e = &mut self.entries[i as usize];
         e.flags = flags;
         let stale = now.saturating_sub(e.moved) >= RECENCY_NANOS;
-        if from != to || (stale && self.lists[to].head != i) {
+        if from != to || stale {
             e.moved = now;
-            self.list_unlink(i, from);
-            self.list_push_front(i, to);
+            if from != to || self.lists[to].head != i {
+                self.list_unlink(i, from);
+                self.list_push_front(i, to);
+            }
         }
     }
 

@@ -1008,8 +1008,9 @@ impl LoadBalancer {
         self.configs.get(key).map(|(_, t)| &**t)
     }
 
-    /// A copy of the published snapshot (cheap: the tables are shared), for a caller that
-    /// runs the data path itself with [`Services::process`].
+    /// A copy of the published snapshot (cheap: the tables are shared; only the index of the
+    /// services, a slot or two per service, is built), for a caller that runs the data path
+    /// itself with [`Services::process`].
     pub fn snapshot(&self) -> Services {
         let (keys, tables): (Vec<(u128, u32)>, Vec<Arc<ServiceTable>>) = self
             .configs
