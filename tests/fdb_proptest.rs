@@ -12,7 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use switchyard::fdb::{Destination, Entry, EntryKind, Fdb, FdbConfig, FdbError, Learn, VniConfig};
+use switchyard::fdb::{
+    Destination, Entry, EntryKind, Fdb, FdbConfig, FdbError, Found, Learn, VniConfig,
+};
 use switchyard::time::{Duration, Instant};
 use switchyard::wire::EthernetAddress;
 use switchyard::{DropReason, PortId, Vni};
@@ -412,11 +414,17 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let keys: Vec<(Vni, EthernetAddress)> = (0..VNIS.len())
             .flat_map(|v| (0..MACS).map(move |m| (vni(v), mac(m))))
             .collect();
-        let mut found = vec![None; keys.len()];
+        let mut found = vec![Found::NOTHING; keys.len()];
         fdb.lookup_batch(&keys, &mut found);
         for (&(v, m), found) in keys.iter().zip(&found) {
             let expected = model.entries.get(&(v, m.0)).map(|e| e.destination);
-            prop_assert_eq!(*found, expected, "batch, after {}: {:?}", step, op);
+            prop_assert_eq!(
+                found.destination(),
+                expected,
+                "batch, after {}: {:?}",
+                step,
+                op
+            );
         }
         for v in 0..VNIS.len() {
             prop_assert_eq!(fdb.vni_len(vni(v)), model.vni_len(vni(v)));

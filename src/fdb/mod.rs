@@ -123,6 +123,119 @@ impl fmt::Display for Destination {
     }
 }
 
+/// What a lookup found for one key, as the table stores it: nothing, a local port, or a
+/// remote VTEP. [`Fdb::lookup_batch`] writes one per key; [`Found::destination`] (or
+/// [`Found::port`], [`Found::vtep`]) reads it.
+///
+/// Why not `Option<Destination>`: in a batch whose destinations mix local ports and VTEPs at
+/// random, as a switch's do, writing an `Option<Destination>` costs either a branch on the
+/// kind (mispredicted about every other key) or building both variants in memory and copying
+/// the chosen one out, a load that must wait for the two partial stores before it (no store
+/// forwarding): either is about as dear as the rest of the lookup. A `Found` is written with
+/// two stores whatever the kind (an IPv6 VTEP's address is a third), and the caller branches
+/// on it once, where it acts on it.
+///
+/// ```
+/// use switchyard::fdb::{Destination, Fdb, FdbConfig, Found};
+/// use switchyard::time::Instant;
+/// use switchyard::wire::EthernetAddress;
+/// use switchyard::{PortId, Vni};
+///
+/// let fdb = Fdb::new(FdbConfig::default())?;
+/// let vni = Vni::new(100).unwrap();
+/// let mac = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
+/// fdb.learn(vni, mac, Destination::Port(PortId(3)), Instant::from_secs(1));
+///
+/// let other = EthernetAddress([0x02, 0, 0, 0, 0, 2]);
+/// let mut found = [Found::NOTHING; 2];
+/// fdb.lookup_batch(&[(vni, mac), (vni, other)], &mut found);
+/// assert_eq!(found[0].port(), Some(PortId(3)));
+/// assert_eq!(found[1].destination(), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Found {
+    /// `FOUND_NOTHING`, or one of the `KIND_*` constants plus one.
+    kind: u8,
+    /// The port number or the IPv4 address (as `u32::from(Ipv4Addr)`).
+    word: u32,
+    /// The address of an IPv6 VTEP; meaningless for the other kinds (a batch slot keeps what
+    /// an earlier lookup wrote there).
+    ipv6: Ipv6Addr,
+}
+
+const FOUND_NOTHING: u8 = 0;
+const FOUND_PORT: u8 = KIND_PORT as u8 + 1;
+const FOUND_IPV4: u8 = KIND_IPV4 as u8 + 1;
+
+impl Found {
+    /// Nothing found: what a batch's output slots start as.
+    pub const NOTHING: Found = Found {
+        kind: FOUND_NOTHING,
+        word: 0,
+        ipv6: Ipv6Addr::UNSPECIFIED,
+    };
+
+    /// Whether the key was found.
+    #[inline]
+    pub fn is_found(&self) -> bool {
+        self.kind != FOUND_NOTHING
+    }
+
+    /// The local port, if the key was found behind one.
+    #[inline]
+    pub fn port(&self) -> Option<PortId> {
+        (self.kind == FOUND_PORT).then_some(PortId(self.word))
+    }
+
+    /// The remote VTEP, if the key was found behind one.
+    #[inline]
+    pub fn vtep(&self) -> Option<IpAddr> {
+        match self.kind {
+            FOUND_NOTHING | FOUND_PORT => None,
+            FOUND_IPV4 => Some(IpAddr::V4(Ipv4Addr::from(self.word))),
+            // As `Fdb::decode`: any larger kind is an IPv6 VTEP.
+            _ => Some(IpAddr::V6(self.ipv6)),
+        }
+    }
+
+    /// The destination found, as [`Fdb::lookup`] returns it.
+    #[inline]
+    pub fn destination(&self) -> Option<Destination> {
+        match self.kind {
+            FOUND_NOTHING => None,
+            FOUND_PORT => Some(Destination::Port(PortId(self.word))),
+            _ => self.vtep().map(Destination::Vtep),
+        }
+    }
+}
+
+impl Default for Found {
+    fn default() -> Found {
+        Found::NOTHING
+    }
+}
+
+impl PartialEq for Found {
+    fn eq(&self, other: &Found) -> bool {
+        self.destination() == other.destination()
+    }
+}
+
+impl Eq for Found {}
+
+impl fmt::Debug for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Found").field(&self.destination()).finish()
+    }
+}
+
+impl From<Found> for Option<Destination> {
+    fn from(found: Found) -> Option<Destination> {
+        found.destination()
+    }
+}
+
 /// How an entry came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -696,9 +809,10 @@ impl Fdb {
         }
     }
 
-    /// [`Fdb::lookup`] of every key of `keys` into the same position of `out`: exactly what
-    /// one-at-a-time lookups return, faster. Keys beyond `out.len()` (or positions of `out`
-    /// beyond `keys.len()`) are left alone.
+    /// [`Fdb::lookup`] of every key of `keys` into the same position of `out` (see [`Found`]
+    /// for why not an `Option<Destination>`): exactly what one-at-a-time lookups return,
+    /// faster. Keys beyond `out.len()` (or positions of `out` beyond `keys.len()`) are left
+    /// alone.
     ///
     /// The pipeline's way to look destinations up (FD.io VPP's): a table much larger than the
     /// cache costs a memory miss per lookup, and one-at-a-time lookups wait for each miss in
@@ -706,16 +820,29 @@ impl Fdb {
     /// key a fixed distance ahead is prefetched while each key is looked up, so that many
     /// misses are in flight together and each lookup finds its line in the cache. Each lookup
     /// is still its own linearizable read.
-    pub fn lookup_batch(&self, keys: &[(Vni, EthernetAddress)], out: &mut [Option<Destination>]) {
+    pub fn lookup_batch(&self, keys: &[(Vni, EthernetAddress)], out: &mut [Found]) {
         self.pipelined(
             keys,
             out,
             |&(vni, mac)| Key::new(vni, mac),
             |_, key, home, out| {
-                *out = self
+                let ipv6 = &mut out.ipv6;
+                let (kind, word) = self
                     .table
-                    .find_from(key, home, |value| self.decode(value.kind, value.dest))
-                    .map(|(_, destination)| destination);
+                    .find_from(key, home, |value| {
+                        // Inside the read section: the interned address is the entry's.
+                        if value.kind >= KIND_IPV6 {
+                            *ipv6 = self
+                                .vteps
+                                .address(value.dest)
+                                .unwrap_or(Ipv6Addr::UNSPECIFIED);
+                        }
+                        // Two bits: the sum fits (`Found` reads 4 as IPv6, as `decode` does 3).
+                        (value.kind as u8 + 1, value.dest)
+                    })
+                    .map_or((FOUND_NOTHING, 0), |(_, found)| found);
+                out.kind = kind;
+                out.word = word;
             },
         );
     }

@@ -9,7 +9,7 @@
 //! | 1 | metadata of slots 0 and 1 (16 bits each) |
 //! | 2 | metadata of slots 2 and 3 |
 //! | 3 | overflow: how many entries whose probe started at or before this bucket live after it |
-//! | 4..16 | per slot: MAC bytes 2..6, MAC bytes 0..2 and VNI bits 0..16, destination word |
+//! | 4..16 | per slot: MAC bytes 2..6, MAC bytes 0..2 and VNI bits 0..16 (see `Key`), destination word |
 //!
 //! Slot metadata: VNI bits 16..24 (8 bits), occupied, static, destination kind (2 bits).
 //!
@@ -45,11 +45,15 @@ const META_KIND_MASK: u32 = 0b11;
 const META_VALUE_BITS: u32 = META_STATIC | (META_KIND_MASK << META_KIND_SHIFT);
 
 /// A (VNI, MAC) key split into the words a slot stores.
+///
+/// The words are little-endian loads of the MAC's bytes (one load each where the target
+/// allows unaligned ones, no byte swap): only equality and the hash depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Key {
-    /// MAC bytes 2..6, big endian.
+    /// MAC bytes 2..6, little endian: the bytes that differ most between MACs (0..2 are mostly
+    /// the vendor's), so the word a lookup compares first.
     low: u32,
-    /// MAC bytes 0..2 in the upper half, VNI bits 0..16 in the lower half.
+    /// MAC bytes 0..2 in the lower half (little endian), VNI bits 0..16 in the upper half.
     high: u32,
     /// VNI bits 16..24.
     vni_high: u32,
@@ -61,19 +65,19 @@ impl Key {
         let m = mac.0;
         let vni = vni.get();
         Key {
-            low: u32::from_be_bytes([m[2], m[3], m[4], m[5]]),
-            high: (u32::from(m[0]) << 24) | (u32::from(m[1]) << 16) | (vni & 0xFFFF),
+            low: u32::from_le_bytes([m[2], m[3], m[4], m[5]]),
+            high: u32::from(u16::from_le_bytes([m[0], m[1]])) | (vni << 16),
             vni_high: (vni >> 16) & META_VNI_HIGH,
         }
     }
 
     pub(super) fn vni(self) -> Vni {
-        Vni::from_u24_truncating((self.vni_high << 16) | (self.high & 0xFFFF))
+        Vni::from_u24_truncating((self.vni_high << 16) | (self.high >> 16))
     }
 
     pub(super) fn mac(self) -> EthernetAddress {
-        let low = self.low.to_be_bytes();
-        let high = self.high.to_be_bytes();
+        let low = self.low.to_le_bytes();
+        let high = self.high.to_le_bytes();
         EthernetAddress([high[0], high[1], low[0], low[1], low[2], low[3]])
     }
 

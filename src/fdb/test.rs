@@ -587,22 +587,53 @@ fn lookup_batch_gives_what_lookup_gives() {
     let keys: Vec<(Vni, EthernetAddress)> = (0..stream).map(|_| rng.key()).collect();
     let expected: Vec<Option<Destination>> = keys.iter().map(|&(v, m)| fdb.lookup(v, m)).collect();
     assert!(expected.iter().any(Option::is_some) && expected.iter().any(Option::is_none));
+    // What the output slots hold before: an IPv6 VTEP, whose address a lookup that finds a
+    // port or an IPv4 VTEP leaves in place; it must not show.
+    let stale = Found {
+        kind: FOUND_IPV4 + 1,
+        word: 999,
+        ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99),
+    };
+    let destinations = |found: &[Found]| -> Vec<Option<Destination>> {
+        found.iter().map(Found::destination).collect()
+    };
     // Batches shorter than, equal to and longer than a prefetch group, and odd lengths.
     for len in [0, 1, 2, 15, 16, 17, 33, 100, stream] {
         for start in [0, 7.min(keys.len() - len), keys.len() - len] {
-            let mut out = vec![Some(port(999)); len];
+            let mut out = vec![stale; len];
             fdb.lookup_batch(&keys[start..start + len], &mut out);
-            assert_eq!(out, &expected[start..start + len], "{len} at {start}");
+            assert_eq!(
+                destinations(&out),
+                &expected[start..start + len],
+                "{len} at {start}"
+            );
+            for (found, expected) in out.iter().zip(&expected[start..start + len]) {
+                assert_eq!(found.is_found(), expected.is_some());
+                assert_eq!(
+                    found.port(),
+                    expected.and_then(|d| match d {
+                        Destination::Port(p) => Some(p),
+                        Destination::Vtep(_) => None,
+                    })
+                );
+                assert_eq!(
+                    found.vtep(),
+                    expected.and_then(|d| match d {
+                        Destination::Port(_) => None,
+                        Destination::Vtep(a) => Some(a),
+                    })
+                );
+            }
         }
     }
     // Lengths that differ: only the common prefix is written.
-    let mut out = vec![Some(port(999)); 40];
+    let mut out = vec![stale; 40];
     fdb.lookup_batch(&keys[..20], &mut out);
-    assert_eq!(out[..20], expected[..20]);
-    assert!(out[20..].iter().all(|d| *d == Some(port(999))));
-    let mut out = vec![None; 20];
+    assert_eq!(destinations(&out[..20]), expected[..20]);
+    assert!(out[20..].iter().all(|d| *d == stale));
+    let mut out = vec![Found::NOTHING; 20];
     fdb.lookup_batch(&keys[..40], &mut out);
-    assert_eq!(out, expected[..20]);
+    assert_eq!(destinations(&out), expected[..20]);
     // Prefetching changes nothing.
     for &(v, m) in &keys {
         fdb.prefetch(v, m);
