@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loom::sync::Arc;
 use loom::thread;
-use switchyard::fdb::{Destination, Fdb, FdbConfig, Learn};
+use switchyard::fdb::{Destination, Fdb, FdbConfig, Found, Learn};
 use switchyard::time::Instant;
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
@@ -101,9 +101,9 @@ fn reader_vs_remove() {
         fdb.learn(vni(), mac(2), port(2), NOW);
         // The batch lookup: each key its own linearizable read, like `lookup`.
         let read = reader(&fdb, |fdb| {
-            let mut found = [None; 2];
+            let mut found = [Found::NOTHING; 2];
             fdb.lookup_batch(&[(vni(), mac(1)), (vni(), mac(2))], &mut found);
-            (found[0], found[1])
+            (found[0].destination(), found[1].destination())
         });
         assert_eq!(fdb.remove(vni(), mac(1)), Some(v4(1)));
         let (seen, neighbour) = read.join().unwrap();
