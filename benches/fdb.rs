@@ -37,9 +37,13 @@
 //! Groups:
 //! - `fdb_lookup`: 100k entries, one thread.
 //! - `fdb_lookup_1m`: 1M entries, one thread.
-//! - `fdb_read_scaling`: `switchyard/N` and `papaya/N`, N reader threads over the 100k table
-//!   while a writer thread learns (moves entries) at 1 % of the readers' rate; the time is the
-//!   wall time for every reader to finish its share, and the throughput counts all readers.
+//! - `fdb_read_scaling`: `switchyard/N`, `switchyard_single/N` and `papaya/N`, N reader
+//!   threads over the 100k table while a writer thread learns (moves entries) at 1 % of the
+//!   readers' rate. The readers claim batches from a shared counter until N times the
+//!   iteration count are done; the time is the wall time until they are, and the throughput
+//!   counts all readers (see `read_scaling_run` for why not a fixed share each). Each reader
+//!   writes its answers into its own output array with the same API as in `fdb_lookup`
+//!   (`switchyard`: [`Fdb::lookup_batch`]; `switchyard_single`: [`Fdb::lookup`]).
 //! - `fdb_learn`, in the 100k table, over a working set of 8k MACs (the active senders; the
 //!   lookup groups are the ones that measure cold, random access): `refresh_existing` (the
 //!   clock advances every batch, so each learn of an existing entry stores its new tick) and
@@ -96,17 +100,6 @@ fn destination(i: usize) -> Destination {
         Destination::Port(PortId(i as u32 % 64))
     } else {
         Destination::Vtep(IpAddr::V4(Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8)))
-    }
-}
-
-/// A cheap fold of a destination into the batch's checksum.
-#[inline]
-fn fold(destination: Option<&Destination>) -> u64 {
-    match destination {
-        Some(Destination::Port(port)) => u64::from(port.0),
-        Some(Destination::Vtep(IpAddr::V4(a))) => u64::from(u32::from(*a)),
-        Some(Destination::Vtep(IpAddr::V6(a))) => u64::from(a.segments()[7]),
-        None => 1 << 40,
     }
 }
 
@@ -364,15 +357,17 @@ fn fdb_lookup_1m(c: &mut Criterion) {
 
 /// What the read-scaling contenders must do: look a key up, learn a key from somewhere.
 trait Contender: Send + Sync + 'static {
-    fn lookup_batch(&self, keys: &[Key]) -> u64;
+    /// What a lookup writes for each key.
+    type Answer: Copy + Default + Send;
+    fn lookup_batch(&self, keys: &[Key], out: &mut [Self::Answer]);
     fn learn(&self, key: Key, destination: Destination, now: Instant);
 }
 
 impl Contender for Fdb {
-    fn lookup_batch(&self, keys: &[Key]) -> u64 {
-        keys.iter().fold(0u64, |sum, &(vni, mac)| {
-            sum.wrapping_add(fold(self.lookup(vni, mac).as_ref()))
-        })
+    type Answer = Found;
+
+    fn lookup_batch(&self, keys: &[Key], out: &mut [Found]) {
+        Fdb::lookup_batch(self, keys, out);
     }
 
     fn learn(&self, (vni, mac): Key, destination: Destination, now: Instant) {
@@ -380,11 +375,31 @@ impl Contender for Fdb {
     }
 }
 
+/// The same table read with one [`Fdb::lookup`] after another (`switchyard_single/N`).
+struct SingleLookups(Fdb);
+
+impl Contender for SingleLookups {
+    type Answer = Option<Destination>;
+
+    fn lookup_batch(&self, keys: &[Key], out: &mut [Option<Destination>]) {
+        for (&(vni, mac), out) in keys.iter().zip(out) {
+            *out = self.0.lookup(vni, mac);
+        }
+    }
+
+    fn learn(&self, key: Key, destination: Destination, now: Instant) {
+        Contender::learn(&self.0, key, destination, now);
+    }
+}
+
 impl Contender for papaya::HashMap<Key, Destination> {
-    fn lookup_batch(&self, keys: &[Key]) -> u64 {
+    type Answer = Option<Destination>;
+
+    fn lookup_batch(&self, keys: &[Key], out: &mut [Option<Destination>]) {
         let pinned = self.pin();
-        keys.iter()
-            .fold(0u64, |sum, key| sum.wrapping_add(fold(pinned.get(key))))
+        for (key, out) in keys.iter().zip(out) {
+            *out = pinned.get(key).copied();
+        }
     }
 
     fn learn(&self, key: Key, destination: Destination, _now: Instant) {
@@ -396,8 +411,14 @@ impl Contender for papaya::HashMap<Key, Destination> {
     }
 }
 
-/// `threads` readers each look up `iterations * BATCH` keys while one writer learns at 1 %
-/// of their combined rate; returns the readers' wall time.
+/// `threads` readers look up `iterations * threads` batches between them while one writer
+/// learns at 1 % of their combined rate; returns the readers' wall time.
+///
+/// The readers claim batches one at a time from a shared counter (one `fetch_add` a batch of
+/// 1024 lookups), rather than each doing a fixed share: when there are no more cores than
+/// readers, the writer's work (which grows with the readers' rate) takes time from one of them,
+/// and with fixed shares the whole run would wait for that reader's share, measuring how the
+/// scheduler splits one core rather than how the table's reads scale.
 fn read_scaling_run<C: Contender>(
     table: &Arc<C>,
     workload: &Arc<Workload>,
@@ -405,14 +426,16 @@ fn read_scaling_run<C: Contender>(
     iterations: u64,
 ) -> WallDuration {
     let barrier = Arc::new(Barrier::new(threads + 1));
-    let progress = Arc::new(AtomicU64::new(0));
+    let total = iterations * threads as u64;
+    // Batches claimed by the readers: their progress, read by the writer.
+    let claimed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
 
     let writer = {
-        let (table, workload, progress, done) = (
+        let (table, workload, claimed, done) = (
             table.clone(),
             workload.clone(),
-            progress.clone(),
+            claimed.clone(),
             done.clone(),
         );
         thread::spawn(move || {
@@ -420,9 +443,9 @@ fn read_scaling_run<C: Contender>(
             let mut learned = 0u64;
             let mut second = 2;
             while !done.load(Ordering::Relaxed) {
-                // Keep at 1 % of the lookups done so far, in bursts, sleeping in between so
-                // that the writer does not take a reader's CPU.
-                let target = progress.load(Ordering::Relaxed) / 100;
+                // Keep at 1 % of the lookups done so far, in bursts, sleeping in between (with
+                // as many cores as readers, it still takes some of a reader's time).
+                let target = claimed.load(Ordering::Relaxed).min(total) * BATCH as u64 / 100;
                 while learned < target {
                     let index = (rng.next() % workload.entries.len() as u64) as usize;
                     let (key, _) = workload.entries[index];
@@ -440,21 +463,24 @@ fn read_scaling_run<C: Contender>(
     };
 
     let readers: Vec<_> = (0..threads)
-        .map(|t| {
-            let (table, workload, barrier, progress) = (
+        .map(|_| {
+            let (table, workload, barrier, claimed) = (
                 table.clone(),
                 workload.clone(),
                 barrier.clone(),
-                progress.clone(),
+                claimed.clone(),
             );
             thread::spawn(move || {
                 barrier.wait();
-                let mut sum = 0u64;
-                for i in 0..iterations as usize {
-                    sum = sum.wrapping_add(table.lookup_batch(workload.batch(i * 7 + t * 13)));
-                    progress.fetch_add(BATCH as u64, Ordering::Relaxed);
+                let mut out = vec![C::Answer::default(); BATCH];
+                loop {
+                    let n = claimed.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    table.lookup_batch(workload.batch(n as usize * 7), &mut out);
+                    black_box(&out);
                 }
-                black_box(sum);
             })
         })
         .collect();
@@ -472,6 +498,7 @@ fn read_scaling_run<C: Contender>(
 fn fdb_read_scaling(c: &mut Criterion) {
     let workload = Arc::new(Workload::new(100_000));
     let fdb = Arc::new(workload.fdb(0));
+    let single = Arc::new(SingleLookups(workload.fdb(0)));
     let papaya: Arc<papaya::HashMap<Key, Destination>> =
         Arc::new(workload.entries.iter().copied().collect());
     let mut group = c.benchmark_group("fdb_read_scaling");
@@ -479,6 +506,9 @@ fn fdb_read_scaling(c: &mut Criterion) {
         group.throughput(Throughput::Elements((BATCH * threads) as u64));
         group.bench_function(BenchmarkId::new("switchyard", threads), |b| {
             b.iter_custom(|iterations| read_scaling_run(&fdb, &workload, threads, iterations))
+        });
+        group.bench_function(BenchmarkId::new("switchyard_single", threads), |b| {
+            b.iter_custom(|iterations| read_scaling_run(&single, &workload, threads, iterations))
         });
         group.bench_function(BenchmarkId::new("papaya", threads), |b| {
             b.iter_custom(|iterations| read_scaling_run(&papaya, &workload, threads, iterations))
