@@ -355,9 +355,10 @@ impl Builder {
             // the one returned is reduced. Bit k of `mask` is candidate k's, shifted in from
             // the last candidate to the first: a shift and an or per candidate, where placing
             // each bit at its own position cost one more instruction per candidate (and
-            // holding the candidates in an array kept them on the stack): 4-6 % faster a build
-            // (the fastest build of 200, `examples/maglev-build.rs`, in 13 alternating runs).
-            // `Builder::taken` inlined here instead measured 2-3 % slower again.
+            // holding the candidates in an array kept them on the stack): about 5 % faster a
+            // build (the fastest of 200, `examples/maglev-build.rs`, 2.5-9.6 % in the 10 of 13
+            // alternating runs outside the machine's slow phase; BENCHMARKS.md).
+            // `Builder::taken` called here instead measured 2-4 % slower again.
             let words = &self.taken[..=self.word_mask];
             let mut mask = 0u32;
             for k in (0..W).rev() {
