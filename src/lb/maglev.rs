@@ -20,20 +20,22 @@
 //! A backend of weight 0 takes no turn and owns no slot.
 //!
 //! **Speed.** Preferences are generated on the fly with additions and conditional
-//! subtractions (never a multiplication or a division), the claimed slots are a bitmap that
-//! holds every slot twice, at `s` and `s + M` (16 KiB for M = 65537, it stays in L1), so that
-//! a candidate `next + k * skip` is tested before it is reduced mod M, and nothing is allocated
-//! but the table, the bitmap, the per-member state (8 bytes a member, and per walking stage
-//! the member's first multiples of its skip) and, once, the list of the last free slots. The
-//! walk for a member's next free slot changes with the table's fill: while under three eighths
-//! is taken it tests one preference at a time (the first is usually free, the branch
-//! predicted); fuller, the number of steps is random and a branch per step would mispredict at
-//! the end of nearly every walk, so it tests four, then (past seven eighths) eight preferences
-//! at once, without a branch between them, and takes the first free one. The last sqrt(M)
-//! claims would cost over half of all probes (a member walks about M / free preferences per
-//! claim); instead, the member's next slot is the free slot the fewest steps along its list,
-//! `(slot - next) * skip^-1 mod M` steps away (a Barrett reduction, no division), which gives
-//! the same table.
+//! subtractions (never a multiplication or a division). The claimed slots are a map that
+//! holds every slot twice, at `s` and `s + M`, so that a candidate `next + k * skip` is tested
+//! before it is reduced mod M: a byte per slot up to M = 2^18 (128 KiB for M = 65537, in L2;
+//! a test is one load, where a bitmap in L1 costs twice the instructions and measured slower),
+//! a bit per slot above (where the byte map would outgrow L2). Nothing is allocated but the
+//! table, the map, the per-member state (12 bytes a member, and per walking stage everything
+//! a turn reads, together) and, once, the list of the last free slots. The walk for a
+//! member's next free slot changes with the table's fill: while under three eighths is taken
+//! it tests one preference at a time (the first is usually free, the branch predicted);
+//! fuller, the number of steps is random and a branch per step would mispredict at the end of
+//! nearly every walk, so it tests four, then (past seven eighths) eight preferences at once,
+//! without a branch between them, and takes the first free one. The last sqrt(M) claims would
+//! cost over half of all probes (a member walks about M / free preferences per claim); for
+//! the last sqrt(M) / 2, the member's next slot is instead the free slot the fewest steps
+//! along its list, `(slot - next) * skip^-1 mod M` steps away (a Barrett reduction, no
+//! division), which gives the same table.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -196,6 +198,17 @@ pub struct Maglev {
 trait Turns {
     /// The position (in the builder's per-member arrays) of the member whose turn is next.
     fn next_turn(&mut self) -> usize;
+
+    /// Calls `claim` with the state of the member of each of the next `claims` turns;
+    /// `states` holds one per member, in position order.
+    #[inline(always)]
+    fn take<T>(&mut self, states: &mut [T], claims: u32, mut claim: impl FnMut(&mut T)) {
+        for _ in 0..claims {
+            if let Some(state) = states.get_mut(self.next_turn()) {
+                claim(state);
+            }
+        }
+    }
 }
 
 /// Equal weights: every member takes one turn per round, the paper's algorithm.
@@ -210,6 +223,26 @@ impl Turns for RoundRobin {
         let p = self.position;
         self.position = if p + 1 == self.members { 0 } else { p + 1 };
         p
+    }
+
+    /// The turns as runs of consecutive members: a walk along the slice, with no position
+    /// arithmetic or bounds check per turn.
+    #[inline(always)]
+    fn take<T>(&mut self, states: &mut [T], claims: u32, mut claim: impl FnMut(&mut T)) {
+        let mut left = claims as usize;
+        while left > 0 {
+            let rest = match states.get_mut(self.position..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => return,
+            };
+            let run = rest.len().min(left);
+            rest.iter_mut().take(run).for_each(&mut claim);
+            left -= run;
+            self.position += run;
+            if self.position >= states.len() {
+                self.position = 0;
+            }
+        }
     }
 }
 
@@ -244,89 +277,156 @@ impl Turns for Weighted {
     }
 }
 
-/// The state of one build: the table, the bitmap of claimed slots, and per member of positive
-/// weight its index, its next preferred slot and its skip.
-struct Builder {
-    m: u32,
-    slots: Vec<u16>,
-    /// The claimed slots, a bit per slot, twice: slot `s` is bit `s` and bit `s + M`, so that a
-    /// candidate `a + b` (`a, b < M`) can be tested before it is reduced mod M. Its length is a
-    /// power of two, `word_mask + 1`, so that a masked index needs no bounds check.
-    taken: Vec<u64>,
-    word_mask: usize,
-    index: Vec<u16>,
-    /// (next preferred slot, skip) per member, together: one load per turn.
-    walk: Vec<(u32, u32)>,
+/// A member of positive weight, walking its preference list.
+#[derive(Debug, Clone, Copy)]
+struct Walker {
+    /// Its next preferred slot.
+    next: u32,
+    skip: u32,
+    /// Its index in the build's members, the value of the slots it claims.
+    index: u16,
 }
 
-impl Builder {
-    /// Claims `slot` for the member at position `p`, whose next preference is the one after it.
+/// A member's state in a stage that tests `W` preferences at a time: everything a turn reads,
+/// together, so that a turn costs one run of loads and no bounds check.
+#[derive(Debug, Clone, Copy)]
+struct Strider<const W: usize> {
+    next: u32,
+    /// `k * skip mod M` for `k < W` (so `multiples[1]` is the skip).
+    multiples: [u32; W],
+    /// `W * skip mod M`: from one group of `W` preferences to the next.
+    stride: u32,
+    index: u16,
+}
+
+/// The claimed slots of a build, each held twice, at `s` and at `s + M`, so that a candidate
+/// `a + b` (`a, b < M`) can be tested before it is reduced mod M. The length is a power of
+/// two, so that a masked index needs no bounds check.
+trait Claimed {
+    /// An empty map for a table of `m` slots.
+    fn new(m: u32) -> Self;
+    /// The test of a candidate below 2 M: 1 if it is claimed, else 0. (A closure over the
+    /// map's storage, taken once per walk step, so that no length is reloaded per candidate.)
+    fn tester(&self) -> impl Fn(u32) -> u32 + '_;
+    /// Marks `slot` (below M) claimed, at `slot` and `slot + m`.
+    fn mark(&mut self, slot: u32, m: u32);
+    /// The free slots below `m`, in order.
+    fn free(&self, m: u32) -> Vec<u32>;
+}
+
+/// A byte per slot (1: claimed): a test is one load, no bit arithmetic. The map is 2 M bytes
+/// (128 KiB for M = 65537, in L2); a bitmap stays in L1 but costs twice the instructions a
+/// test, and its builds measured 9-10 % slower at M = 65537 and 8 % at M = 262139 (fastest
+/// of 20, three alternating runs, `examples/maglev-build.rs`). Past 2^18 slots the byte map
+/// outgrows L2 and the bitmap is faster: 6 % at M = 524287, 30 % at M = 1000003.
+struct ByteMap {
+    bytes: Vec<u8>,
+    mask: usize,
+}
+
+/// The largest M built with a [`ByteMap`]: 512 KiB of map; larger tables use a [`BitMap`].
+const BYTE_MAP_MAX_SLOTS: u32 = 1 << 18;
+
+impl Claimed for ByteMap {
+    fn new(m: u32) -> Self {
+        let len = (2 * m as usize).next_power_of_two();
+        ByteMap {
+            bytes: vec![0; len],
+            mask: len - 1,
+        }
+    }
+
     #[inline(always)]
-    fn claim(&mut self, p: usize, slot: u32) {
-        let m = self.m;
-        let mask = self.word_mask;
-        let words = &mut self.taken[..=mask];
+    fn tester(&self) -> impl Fn(u32) -> u32 + '_ {
+        let mask = self.mask;
+        let bytes = &self.bytes[..=mask];
+        move |slot| u32::from(bytes[slot as usize & mask])
+    }
+
+    #[inline(always)]
+    fn mark(&mut self, slot: u32, m: u32) {
+        let mask = self.mask;
+        let bytes = &mut self.bytes[..=mask];
+        for s in [slot, slot + m] {
+            bytes[s as usize & mask] = 1;
+        }
+    }
+
+    fn free(&self, m: u32) -> Vec<u32> {
+        let mut free = Vec::new();
+        for (slot, &claimed) in (0..m).zip(&self.bytes) {
+            if claimed == 0 {
+                free.push(slot);
+            }
+        }
+        free
+    }
+}
+
+/// A bit per slot: 2 M bits (256 KiB for M = 2^20), for the tables too large for a
+/// [`ByteMap`] to stay in L2.
+struct BitMap {
+    words: Vec<u64>,
+    mask: usize,
+}
+
+impl Claimed for BitMap {
+    fn new(m: u32) -> Self {
+        let len = (2 * m as usize).div_ceil(64).next_power_of_two();
+        BitMap {
+            words: vec![0; len],
+            mask: len - 1,
+        }
+    }
+
+    #[inline(always)]
+    fn tester(&self) -> impl Fn(u32) -> u32 + '_ {
+        let mask = self.mask;
+        let words = &self.words[..=mask];
+        move |slot| ((words[(slot / 64) as usize & mask] >> (slot % 64)) & 1) as u32
+    }
+
+    #[inline(always)]
+    fn mark(&mut self, slot: u32, m: u32) {
+        let mask = self.mask;
+        let words = &mut self.words[..=mask];
         for bit in [slot, slot + m] {
             words[(bit / 64) as usize & mask] |= 1u64 << (bit % 64);
         }
-        if let (Some(s), Some(&index)) = (self.slots.get_mut(slot as usize), self.index.get(p)) {
+    }
+
+    fn free(&self, m: u32) -> Vec<u32> {
+        let mut free = Vec::new();
+        for (w, &word) in self.words.iter().enumerate().take(m.div_ceil(64) as usize) {
+            let mut bits = !word;
+            while bits != 0 {
+                let slot = w as u32 * 64 + bits.trailing_zeros();
+                if slot >= m {
+                    break;
+                }
+                free.push(slot);
+                bits &= bits - 1;
+            }
+        }
+        free
+    }
+}
+
+/// The table being built and the map of its claimed slots.
+struct Table<C> {
+    m: u32,
+    slots: Vec<u16>,
+    claimed: C,
+}
+
+impl<C: Claimed> Table<C> {
+    /// Gives `slot` (below M) to the member of index `index`.
+    #[inline(always)]
+    fn claim(&mut self, slot: u32, index: u16) {
+        self.claimed.mark(slot, self.m);
+        if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = index;
         }
-        if let Some((next, skip)) = self.walk.get_mut(p) {
-            let n = slot + *skip;
-            *next = if n >= m { n - m } else { n };
-        }
-    }
-
-    /// `claims` turns, each claiming the member's next free preferred slot by walking its
-    /// preference list, `W` preferences at a time. The caller leaves at least one slot free
-    /// per turn. Not inlined: each stage gets its own registers.
-    #[inline(never)]
-    fn walk<const W: usize>(&mut self, turns: &mut impl Turns, claims: u32) {
-        // Per member, `k * skip mod M` for `k < W` and the stride `W * skip mod M`: computed
-        // once per stage rather than once per claim.
-        let m = self.m;
-        let steps: Vec<([u32; W], u32)> = self
-            .walk
-            .iter()
-            .map(|&(_, skip)| {
-                let mut multiples = [0u32; W];
-                for k in 1..W {
-                    multiples[k] = add_mod(multiples[k - 1], skip, m);
-                }
-                (multiples, add_mod(multiples[W - 1], skip, m))
-            })
-            .collect();
-        for _ in 0..claims {
-            let p = turns.next_turn();
-            let (Some(&(next, _)), Some((multiples, stride))) = (self.walk.get(p), steps.get(p))
-            else {
-                continue;
-            };
-            let slot = self.first_free::<W>(next, multiples, *stride);
-            self.claim(p, slot);
-        }
-    }
-
-    /// [`Builder::walk`] one preference at a time.
-    #[inline(never)]
-    fn walk_single(&mut self, turns: &mut impl Turns, claims: u32) {
-        for _ in 0..claims {
-            let p = turns.next_turn();
-            let Some(&(next, skip)) = self.walk.get(p) else {
-                continue;
-            };
-            let slot = self.first_free_single(next, skip);
-            self.claim(p, slot);
-        }
-    }
-
-    /// Whether `slot` (below 2 M) is claimed: 1 or 0.
-    #[inline(always)]
-    fn taken(&self, slot: u32) -> u32 {
-        let words = &self.taken[..=self.word_mask];
-        let word = words[(slot / 64) as usize & self.word_mask];
-        ((word >> (slot % 64)) & 1) as u32
     }
 
     /// The first free slot of the preference list `next, next + skip, ...` (one exists), one
@@ -334,8 +434,9 @@ impl Builder {
     /// preference is free and the branch predicted.
     #[inline(always)]
     fn first_free_single(&self, next: u32, skip: u32) -> u32 {
+        let test = self.claimed.tester();
         let mut slot = next;
-        while self.taken(slot) != 0 {
+        while test(slot) != 0 {
             slot = add_mod(slot, skip, self.m);
         }
         slot
@@ -351,73 +452,104 @@ impl Builder {
         let m = self.m;
         let mut base = next;
         loop {
-            // Candidates below 2 M, tested unreduced (the bitmap holds every slot twice); only
-            // the one returned is reduced. Bit k of `mask` is candidate k's, shifted in from
-            // the last candidate to the first: a shift and an or per candidate, where placing
-            // each bit at its own position cost one more instruction per candidate (and
-            // holding the candidates in an array kept them on the stack): about 5 % faster a
-            // build (the fastest of 200, `examples/maglev-build.rs`, 2.5-9.6 % in the 10 of 13
-            // alternating runs outside the machine's slow phase; BENCHMARKS.md).
-            // `Builder::taken` called here instead measured 2-4 % slower again.
-            let words = &self.taken[..=self.word_mask];
-            let mut mask = 0u32;
-            for k in (0..W).rev() {
-                let slot = base + multiples[k];
-                let word = words[(slot / 64) as usize & self.word_mask];
-                mask = (mask << 1) | ((word >> (slot % 64)) & 1) as u32;
+            // Candidates below 2 M, tested unreduced (the map holds every slot twice); only
+            // the one returned is reduced. Bit k of `claimed` is candidate k's, shifted in
+            // from the last candidate to the first: a shift and an or per candidate (placing
+            // each at its own position cost one more instruction per candidate, and holding
+            // the candidates in an array kept them on the stack). Candidate 0 is `base`
+            // itself (`multiples[0]` is 0, which the compiler cannot know).
+            let test = self.claimed.tester();
+            let mut claimed = 0u32;
+            for k in (1..W).rev() {
+                claimed = (claimed << 1) | test(base + multiples[k]);
             }
-            if mask != (1 << W) - 1 {
-                let slot = base + multiples[(!mask).trailing_zeros() as usize % W];
+            claimed = (claimed << 1) | test(base);
+            if claimed != (1 << W) - 1 {
+                let slot = base + multiples[(!claimed).trailing_zeros() as usize % W];
                 return if slot >= m { slot - m } else { slot };
             }
             base = add_mod(base, stride, m);
         }
     }
+}
 
-    /// The free slots, in order.
-    fn free_slots(&self) -> Vec<u32> {
-        let mut free = Vec::new();
-        for (w, &word) in self
-            .taken
+/// The state of one build: the table and, per member of positive weight, its walk.
+struct Builder<C> {
+    table: Table<C>,
+    walkers: Vec<Walker>,
+}
+
+impl<C: Claimed> Builder<C> {
+    /// `claims` turns, each claiming the member's next free preferred slot by walking its
+    /// preference list, `W` preferences at a time. The caller leaves at least one slot free
+    /// per turn. Not inlined: each stage gets its own registers.
+    #[inline(never)]
+    fn walk<const W: usize>(&mut self, turns: &mut impl Turns, claims: u32) {
+        // Per member, `k * skip mod M` for `k < W` and the stride `W * skip mod M`: computed
+        // once per stage rather than once per claim.
+        let m = self.table.m;
+        let mut striders: Vec<Strider<W>> = self
+            .walkers
             .iter()
-            .enumerate()
-            .take(self.m.div_ceil(64) as usize)
-        {
-            let mut bits = !word;
-            while bits != 0 {
-                let slot = w as u32 * 64 + bits.trailing_zeros();
-                if slot >= self.m {
-                    break;
+            .map(|w| {
+                let mut multiples = [0u32; W];
+                for k in 1..W {
+                    multiples[k] = add_mod(multiples[k - 1], w.skip, m);
                 }
-                free.push(slot);
-                bits &= bits - 1;
-            }
+                Strider {
+                    next: w.next,
+                    multiples,
+                    stride: add_mod(multiples[W - 1], w.skip, m),
+                    index: w.index,
+                }
+            })
+            .collect();
+        let table = &mut self.table;
+        turns.take(&mut striders, claims, |s| {
+            let slot = table.first_free::<W>(s.next, &s.multiples, s.stride);
+            table.claim(slot, s.index);
+            s.next = add_mod(slot, s.multiples[1], m);
+        });
+        for (w, s) in self.walkers.iter_mut().zip(&striders) {
+            w.next = s.next;
         }
-        free
+    }
+
+    /// [`Builder::walk`] one preference at a time.
+    #[inline(never)]
+    fn walk_single(&mut self, turns: &mut impl Turns, claims: u32) {
+        let table = &mut self.table;
+        let m = table.m;
+        turns.take(&mut self.walkers, claims, |w| {
+            let slot = table.first_free_single(w.next, w.skip);
+            table.claim(slot, w.index);
+            w.next = add_mod(slot, w.skip, m);
+        });
     }
 
     /// The last claims, once few slots are free: the member's next free slot is the free slot
     /// the fewest steps of its preference list away from its next preference. A slot `s` is
     /// `(s - next) * skip^-1 mod M` steps away.
     fn end_game(&mut self, turns: &mut impl Turns) {
-        let m = self.m;
+        let m = self.table.m;
         let m64 = u64::from(m);
         // Barrett reduction: for y < 2^48, `y - floor(y * mu / 2^64) * M` is below 2 M.
         let mu = u64::MAX / m64;
-        let mut free = self.free_slots();
+        let mut free = self.table.claimed.free(m);
         // `skip`'s inverse mod M per member, computed on its first claim here (0: not yet;
         // 0 is never an inverse).
-        let mut inverses = vec![0u32; self.walk.len()];
+        let mut inverses = vec![0u32; self.walkers.len()];
         while !free.is_empty() {
             let p = turns.next_turn();
-            let (Some(&(next, skip)), Some(inverse)) = (self.walk.get(p), inverses.get_mut(p))
+            let (Some(walker), Some(inverse)) = (self.walkers.get_mut(p), inverses.get_mut(p))
             else {
                 continue;
             };
             if *inverse == 0 {
-                *inverse = inverse_mod(skip, m);
+                *inverse = inverse_mod(walker.skip, m);
             }
             let inverse = u64::from(*inverse);
+            let next = walker.next;
             let mut best = 0;
             let mut best_steps = u64::MAX;
             for (i, &s) in free.iter().enumerate() {
@@ -434,7 +566,8 @@ impl Builder {
                 }
             }
             let slot = free.swap_remove(best);
-            self.claim(p, slot);
+            self.table.claim(slot, walker.index);
+            walker.next = add_mod(slot, walker.skip, m);
         }
     }
 }
@@ -461,6 +594,73 @@ fn inverse_mod(a: u32, m: u32) -> u32 {
     t as u32
 }
 
+/// The slots of the table of `members` (permutations checked, `active` of them of positive
+/// weight, the largest weight `max_weight > 0`), with the map `C` of claimed slots.
+fn fill<C: Claimed>(
+    m: u32,
+    members: &[(Permutation, u32)],
+    active: usize,
+    max_weight: u32,
+) -> Vec<u16> {
+    let mut builder = Builder {
+        table: Table {
+            m,
+            slots: vec![0u16; m as usize],
+            claimed: C::new(m),
+        },
+        walkers: members
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(_, w))| w > 0)
+            .map(|(i, &(perm, _))| Walker {
+                next: perm.offset,
+                skip: perm.skip,
+                index: i as u16,
+            })
+            .collect(),
+    };
+    // When few slots remain free, a member's next slot is found from the list of free
+    // slots instead of by walking its preferences. Walking costs about M / free probes per
+    // claim (the last 256 of 65537 slots cost over half of all probes), the list a few
+    // multiplications per free slot: the two cost the same near sqrt(M) / 2 (with the
+    // byte map's cheap probes; 3.5 % fewer instructions a build than at sqrt(M), and the
+    // fastest of the thresholds timed). Both give the same slot, so where the switch
+    // happens does not change the table.
+    let end_game = m.isqrt() / 2;
+    // Claims by walking one preference at a time while under three eighths of the table
+    // is taken, four at a time up to seven eighths, then eight at a time (the fewest
+    // instructions per build of the splits tried, counted with callgrind).
+    let walked = m - end_game;
+    let single = (m / 8 * 3).min(walked);
+    let seven_eighths = (m / 8 * 7).clamp(single, walked);
+    let stages = [single, seven_eighths - single, walked - seven_eighths];
+    if members.iter().all(|&(_, w)| w == 0 || w == max_weight) {
+        let mut turns = RoundRobin {
+            members: active,
+            position: 0,
+        };
+        builder.walk_single(&mut turns, stages[0]);
+        builder.walk::<4>(&mut turns, stages[1]);
+        builder.walk::<8>(&mut turns, stages[2]);
+        builder.end_game(&mut turns);
+    } else {
+        let mut turns = Weighted {
+            members: members
+                .iter()
+                .filter(|&&(_, w)| w > 0)
+                .map(|&(_, w)| (u64::from(w), 0))
+                .collect(),
+            max_weight: u64::from(max_weight),
+            position: 0,
+        };
+        builder.walk_single(&mut turns, stages[0]);
+        builder.walk::<4>(&mut turns, stages[1]);
+        builder.walk::<8>(&mut turns, stages[2]);
+        builder.end_game(&mut turns);
+    }
+    builder.table.slots
+}
+
 impl Maglev {
     /// Builds the table for `members`, given as (permutation, weight), taking turns in the
     /// order given: callers that want a table independent of insertion order sort the members
@@ -485,62 +685,12 @@ impl Maglev {
                 size,
             });
         }
-        let words = (2 * m as usize).div_ceil(64).next_power_of_two();
-        let mut builder = Builder {
-            m,
-            slots: vec![0u16; m as usize],
-            taken: vec![0u64; words],
-            word_mask: words - 1,
-            index: Vec::with_capacity(active),
-            walk: Vec::with_capacity(active),
-        };
-        for (i, &(perm, w)) in members.iter().enumerate() {
-            if w > 0 {
-                builder.index.push(i as u16);
-                builder.walk.push((perm.offset, perm.skip));
-            }
-        }
-        // When few slots remain free, a member's next slot is found from the list of free
-        // slots instead of by walking its preferences. Walking costs about M / free probes per
-        // claim (the last 256 of 65537 slots cost over half of all probes), the list a few
-        // multiplications per free slot: the two cost the same near sqrt(M). Both give the
-        // same slot, so where the switch happens does not change the table.
-        let end_game = m.isqrt();
-        // Claims by walking one preference at a time while under three eighths of the table
-        // is taken, four at a time up to seven eighths, then eight at a time (the fewest
-        // instructions per build of the splits tried, counted with callgrind).
-        let walked = m - end_game;
-        let single = (m / 8 * 3).min(walked);
-        let seven_eighths = (m / 8 * 7).clamp(single, walked);
-        let stages = [single, seven_eighths - single, walked - seven_eighths];
-        if members.iter().all(|&(_, w)| w == 0 || w == max_weight) {
-            let mut turns = RoundRobin {
-                members: active,
-                position: 0,
-            };
-            builder.walk_single(&mut turns, stages[0]);
-            builder.walk::<4>(&mut turns, stages[1]);
-            builder.walk::<8>(&mut turns, stages[2]);
-            builder.end_game(&mut turns);
+        let slots = if m <= BYTE_MAP_MAX_SLOTS {
+            fill::<ByteMap>(m, members, active, max_weight)
         } else {
-            let mut turns = Weighted {
-                members: members
-                    .iter()
-                    .filter(|&&(_, w)| w > 0)
-                    .map(|&(_, w)| (u64::from(w), 0))
-                    .collect(),
-                max_weight: u64::from(max_weight),
-                position: 0,
-            };
-            builder.walk_single(&mut turns, stages[0]);
-            builder.walk::<4>(&mut turns, stages[1]);
-            builder.walk::<8>(&mut turns, stages[2]);
-            builder.end_game(&mut turns);
-        }
-        Ok(Maglev {
-            slots: builder.slots,
-            size,
-        })
+            fill::<BitMap>(m, members, active, max_weight)
+        };
+        Ok(Maglev { slots, size })
     }
 
     /// The table size M.
@@ -743,12 +893,41 @@ mod test {
                 })
                 .collect();
             let size = TableSize::new(m).unwrap();
+            let plain = plain_build(m, &members);
             assert_eq!(
                 Maglev::build(size, &members).unwrap().slots(),
-                &plain_build(m, &members)[..],
+                &plain[..],
                 "case {case}: m {m}, {members:?}"
             );
+            // Both maps of claimed slots (`build` picks by M), directly.
+            let active = members.iter().filter(|&&(_, w)| w > 0).count();
+            let max_weight = members.iter().map(|&(_, w)| w).max().unwrap_or(0);
+            if max_weight > 0 {
+                let bytes = fill::<ByteMap>(m, &members, active, max_weight);
+                let bits = fill::<BitMap>(m, &members, active, max_weight);
+                assert_eq!(bytes, plain, "case {case}: byte map, m {m}, {members:?}");
+                assert_eq!(bits, plain, "case {case}: bitmap, m {m}, {members:?}");
+            }
         }
+    }
+
+    /// Tables above [`BYTE_MAP_MAX_SLOTS`] are built with the bitmap: still the plain loop's.
+    #[test]
+    #[cfg_attr(miri, ignore = "a quarter-million-slot build is too slow under miri")]
+    fn large_tables_match_the_plain_loop() {
+        let m = 262147;
+        assert!(m > BYTE_MAP_MAX_SLOTS);
+        let size = TableSize::new(m).unwrap();
+        let members: Vec<(Permutation, u32)> = (0..5u32)
+            .map(|i| {
+                let name = alloc::format!("b{i}");
+                (Permutation::for_name(name.as_bytes(), size), 1 + i % 2)
+            })
+            .collect();
+        assert_eq!(
+            Maglev::build(size, &members).unwrap().slots(),
+            &plain_build(m, &members)[..]
+        );
     }
 
     #[test]
