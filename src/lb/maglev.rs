@@ -353,12 +353,33 @@ impl Claimed for ByteMap {
     }
 
     fn free(&self, m: u32) -> Vec<u32> {
+        // Eight bytes at a time: nearly every group is all claimed (one free slot in 500).
+        const ALL_CLAIMED: u64 = 0x0101_0101_0101_0101;
+        let bytes = self.bytes.get(..m as usize).unwrap_or(&self.bytes);
         let mut free = Vec::new();
-        for (slot, &claimed) in (0..m).zip(&self.bytes) {
-            if claimed == 0 {
-                free.push(slot);
+        let mut groups = bytes.chunks_exact(8);
+        let mut base = 0u32;
+        for group in &mut groups {
+            let word = group
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+            if word != ALL_CLAIMED {
+                free.extend(
+                    (base..)
+                        .zip(group)
+                        .filter(|&(_, &b)| b == 0)
+                        .map(|(s, _)| s),
+                );
             }
+            base += 8;
         }
+        free.extend(
+            (base..)
+                .zip(groups.remainder())
+                .filter(|&(_, &b)| b == 0)
+                .map(|(s, _)| s),
+        );
         free
     }
 }
