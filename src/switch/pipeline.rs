@@ -15,7 +15,7 @@ use super::neighbor::{
 };
 use super::neighbor_map::NeighborMap;
 use super::resolver::{Resolution, Resolver, PROBE_MAX_LEN};
-use crate::fdb::{Destination, Fdb, FloodList, Learn, VniConfig};
+use crate::fdb::{Destination, Fdb, FloodList, Found, Learn, VniConfig};
 use crate::lb::{self, Decision, Disruption, LbHandle, LoadBalancer, ServiceKey};
 use crate::sync::{AtomicU32, Ordering};
 use crate::time::Instant;
@@ -369,8 +369,11 @@ pub struct Worker {
     ident: IpIdent,
     templates: TemplateCache,
     metas: Vec<Meta>,
-    /// Forwarding-table keys of a batch, to prefetch.
+    /// Forwarding-table keys of a batch: the sources to prefetch, then the unicast
+    /// destinations to look up (in frame order, with their frames' positions).
     keys: Vec<(Vni, EthernetAddress)>,
+    found: Vec<Found>,
+    positions: Vec<u32>,
     flood: FloodList,
     /// One load-balancer worker per VNI with services, in the order of `State::lbs`; `None`
     /// where the VNI's load balancer had no free worker slot.
@@ -757,6 +760,8 @@ impl Switch {
             templates: TemplateCache::new(),
             metas: Vec::new(),
             keys: Vec::new(),
+            found: Vec::new(),
+            positions: Vec::new(),
             flood: self.fdb.flood_buffer(),
             lbs: lb_workers(Vec::new(), &state),
             state,
@@ -804,6 +809,8 @@ impl Switch {
             templates,
             metas,
             keys,
+            found,
+            positions,
             flood,
             lbs,
             ..
@@ -820,25 +827,22 @@ impl Switch {
             }
             metas.push(state.classify(received));
         }
-        // Start loading the forwarding table's lines that stages 2 and 5 read, a batch at a
-        // time, so that their cache misses overlap: the sources' buckets and last-seen ticks,
-        // then the unicast destinations' buckets.
-        for sources in [true, false] {
-            keys.clear();
-            for (received, meta) in batch.iter().zip(metas.iter()) {
-                if meta.verdict != Verdict::Pending {
-                    continue;
-                }
-                let at = if sources { 6 } else { 0 };
-                let Some(mac) = mac_at(received.frame, meta.inner.start + at) else {
-                    continue;
-                };
-                if mac.is_unicast() {
-                    keys.push((meta.vni, mac));
-                }
+        // Start loading the forwarding table's lines that stage 2 reads, a batch at a time, so
+        // that their cache misses overlap: the sources' buckets and last-seen ticks. (Stage 5
+        // looks its destinations up as a batch, which prefetches as it goes.)
+        keys.clear();
+        for (received, meta) in batch.iter().zip(metas.iter()) {
+            if meta.verdict != Verdict::Pending {
+                continue;
             }
-            self.fdb.prefetch_batch(keys, sources);
+            let Some(mac) = mac_at(received.frame, meta.inner.start + 6) else {
+                continue;
+            };
+            if mac.is_unicast() {
+                keys.push((meta.vni, mac));
+            }
         }
+        self.fdb.prefetch_batch(keys, true);
         // Stage 2: learn the sources.
         for (received, meta) in batch.iter().zip(metas.iter_mut()) {
             if meta.verdict != Verdict::Pending {
@@ -870,7 +874,26 @@ impl Switch {
                 }
             }
         }
-        // Stage 5: forward.
+        // Stage 5: forward. The unicast destinations are looked up first, as one batch (after
+        // stages 3 and 4, which consume frames and rewrite destinations), with the table's
+        // rolling prefetch.
+        keys.clear();
+        positions.clear();
+        for (position, (received, meta)) in batch.iter().zip(metas.iter()).enumerate() {
+            if meta.verdict != Verdict::Pending {
+                continue;
+            }
+            let inner = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
+            if let Some(dst) = mac_at(inner, 0) {
+                if dst.is_unicast() {
+                    keys.push((meta.vni, dst));
+                    positions.push(position as u32);
+                }
+            }
+        }
+        found.clear();
+        found.resize(keys.len(), Found::NOTHING);
+        self.fdb.lookup_batch(keys, found);
         let mut forwarding = Forwarding {
             now,
             state,
@@ -879,10 +902,16 @@ impl Switch {
             flood,
             output,
         };
+        let mut looked_up = positions.iter().zip(found.iter()).peekable();
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
-            if meta.verdict == Verdict::Pending {
-                self.forward(index, received, meta, &mut forwarding);
+            if meta.verdict != Verdict::Pending {
+                continue;
             }
+            let known = match looked_up.next_if(|&(&position, _)| position as usize == index) {
+                Some((_, found)) => found.destination(),
+                None => None,
+            };
+            self.forward(index, received, meta, known, &mut forwarding);
         }
         // Counters.
         for (received, meta) in batch.iter().zip(metas.iter()) {
@@ -930,11 +959,15 @@ impl Switch {
             }
         }
     }
+
+    /// Forwards one frame; `known` is the forwarding table's answer for its destination
+    /// (`None` for a destination not unicast, or not found).
     fn forward(
         &self,
         index: usize,
         received: &Received<'_>,
         meta: &mut Meta,
+        known: Option<Destination>,
         fwd: &mut Forwarding<'_>,
     ) {
         let frame = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
@@ -942,17 +975,12 @@ impl Switch {
             Destination::Port(port) => Some(port),
             Destination::Vtep(_) => None,
         };
-        let Some(dst) = mac_at(frame, 0) else {
+        if mac_at(frame, 0).is_none() {
             meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
             return;
-        };
+        }
         let mut sent = 0usize;
         let mut last_error = DropReason::NoDestination;
-        let known = if dst.is_unicast() {
-            self.fdb.lookup(meta.vni, dst)
-        } else {
-            None
-        };
         match known {
             Some(Destination::Port(port)) => {
                 if Some(port) != ingress_port {
