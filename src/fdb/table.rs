@@ -6,8 +6,7 @@
 //! | word | content |
 //! |---|---|
 //! | 0 | sequence: odd while a writer changes the bucket |
-//! | 1 | metadata of slots 0 and 1 (16 bits each) |
-//! | 2 | metadata of slots 2 and 3 |
+//! | 1, 2 | metadata: 16 bits per slot, slots 0..4 in order |
 //! | 3 | overflow: how many entries whose probe started at or before this bucket live after it |
 //! | 4..16 | per slot: MAC bytes 2..6, MAC bytes 0..2 and VNI bits 0..16 (see `Key`), destination word |
 //!
@@ -28,7 +27,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::prefetch::prefetch;
-use crate::sync::{fence, spin_loop, AtomicU32, Ordering};
+use crate::sync::{fence, spin_loop, AtomicU16, AtomicU32, Ordering};
 use crate::wire::EthernetAddress;
 use crate::Vni;
 
@@ -87,13 +86,28 @@ impl Key {
     /// aiming MACs at one bucket. Not a cryptographic PRF: the capacity bounds, not the hash,
     /// are what keep a MAC flood from hurting.
     #[inline]
-    pub(super) fn hash(self, seed: u64) -> u64 {
+    pub(super) fn hash(self, seed: Seed) -> u64 {
         let mac_and_vni = (u64::from(self.high) << 32) | u64::from(self.low);
-        let a = mac_and_vni ^ seed;
-        let b = (mac_and_vni.rotate_left(29) ^ u64::from(self.vni_high) ^ seed.rotate_left(32))
-            ^ 0x9E37_79B9_7F4A_7C15;
+        let a = mac_and_vni ^ seed.a;
+        let b = mac_and_vni.rotate_left(29) ^ u64::from(self.vni_high) ^ seed.b;
         let product = u128::from(a).wrapping_mul(u128::from(b));
         (product as u64) ^ ((product >> 64) as u64)
+    }
+}
+
+/// The two keyed halves' constants of [`Key::hash`], derived once from the configured seed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seed {
+    a: u64,
+    b: u64,
+}
+
+impl Seed {
+    fn new(seed: u64) -> Seed {
+        Seed {
+            a: seed,
+            b: seed.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15,
+        }
     }
 }
 
@@ -138,7 +152,9 @@ impl SlotRef {
 #[repr(C, align(64))]
 struct Bucket {
     sequence: AtomicU32,
-    meta: [AtomicU32; 2],
+    /// Per slot: the 16-bit metadata, each its own atomic, so that a reader loads one slot's
+    /// with one instruction.
+    meta: [AtomicU16; SLOTS_PER_BUCKET],
     overflow: AtomicU32,
     /// Per slot: key low, key high, destination.
     slots: [[AtomicU32; 3]; SLOTS_PER_BUCKET],
@@ -148,7 +164,7 @@ impl Bucket {
     fn new() -> Bucket {
         Bucket {
             sequence: AtomicU32::new(0),
-            meta: [AtomicU32::new(0), AtomicU32::new(0)],
+            meta: core::array::from_fn(|_| AtomicU16::new(0)),
             overflow: AtomicU32::new(0),
             slots: core::array::from_fn(|_| {
                 [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]
@@ -156,20 +172,12 @@ impl Bucket {
         }
     }
 
-    /// The 16-bit metadata of `slot` out of the two metadata words: one shift of the two
-    /// words joined (indexing the pair with a variable slot would spill it to the stack).
+    /// The metadata of `slot` (relaxed, see `scan`); zero, as an empty slot's, past the end.
     #[inline]
-    fn slot_meta(meta: [u32; 2], slot: usize) -> u32 {
-        let both = u64::from(meta[0]) | (u64::from(meta[1]) << 32);
-        (both >> ((slot & 3) * 16)) as u32 & 0xFFFF
-    }
-
-    #[inline]
-    fn load_meta(&self) -> [u32; 2] {
-        [
-            self.meta[0].load(Ordering::Relaxed),
-            self.meta[1].load(Ordering::Relaxed),
-        ]
+    fn meta(&self, slot: usize) -> u32 {
+        self.meta
+            .get(slot)
+            .map_or(0, |meta| u32::from(meta.load(Ordering::Relaxed)))
     }
 
     /// The slot of `key` in this bucket, if present. Relaxed loads: the caller validates them
@@ -190,13 +198,12 @@ impl Bucket {
         if candidates == 0 {
             return None;
         }
-        let meta = self.load_meta();
         let wanted = META_OCCUPIED | key.vni_high;
         while candidates != 0 {
             // `candidates` has four bits: the mask only spares the bounds check.
             let slot = candidates.trailing_zeros() as usize & (SLOTS_PER_BUCKET - 1);
             let words = self.slots.get(slot)?;
-            let m = Self::slot_meta(meta, slot);
+            let m = self.meta(slot);
             if m & (META_OCCUPIED | META_VNI_HIGH) == wanted
                 && words[1].load(Ordering::Relaxed) == key.high
             {
@@ -208,8 +215,8 @@ impl Bucket {
     }
 
     /// Key and value of `slot` if it is occupied (relaxed loads, see `scan`).
-    fn load_slot(&self, meta: [u32; 2], slot: usize) -> Option<(Key, Value)> {
-        let m = Self::slot_meta(meta, slot);
+    fn load_slot(&self, slot: usize) -> Option<(Key, Value)> {
+        let m = self.meta(slot);
         if m & META_OCCUPIED == 0 {
             return None;
         }
@@ -256,13 +263,10 @@ impl Bucket {
     }
 
     fn set_slot_meta(&self, slot: usize, meta: u32) {
-        let word = &self.meta[(slot >> 1) & 1];
-        let shift = (slot & 1) * 16;
-        let old = word.load(Ordering::Relaxed);
-        word.store(
-            (old & !(0xFFFF << shift)) | ((meta & 0xFFFF) << shift),
-            Ordering::Relaxed,
-        );
+        if let Some(word) = self.meta.get(slot) {
+            // The metadata bits all fit in 16 (`META_*`).
+            word.store(meta as u16, Ordering::Relaxed);
+        }
     }
 }
 
@@ -274,7 +278,7 @@ pub(super) struct Table {
     /// Last-seen tick per slot, apart from the buckets so that refreshes (the most frequent
     /// write) never invalidate the lines readers use.
     last_seen: Box<[AtomicU32]>,
-    seed: u64,
+    seed: Seed,
 }
 
 impl Table {
@@ -290,7 +294,7 @@ impl Table {
             mask: buckets.len() - 1,
             buckets,
             last_seen,
-            seed,
+            seed: Seed::new(seed),
         }
     }
 
@@ -371,9 +375,8 @@ impl Table {
             return [None; SLOTS_PER_BUCKET];
         };
         bucket.read(|b| {
-            let meta = b.load_meta();
             core::array::from_fn(|slot| {
-                b.load_slot(meta, slot).map(|(key, value)| {
+                b.load_slot(slot).map(|(key, value)| {
                     read(
                         SlotRef {
                             bucket: index,
@@ -427,9 +430,8 @@ impl Table {
     /// Every entry (writer lock held), with where it lives.
     pub(super) fn entries_locked(&self) -> impl Iterator<Item = (SlotRef, Key, Value)> + '_ {
         self.buckets.iter().enumerate().flat_map(|(index, bucket)| {
-            let meta = bucket.load_meta();
             (0..SLOTS_PER_BUCKET).filter_map(move |slot| {
-                bucket.load_slot(meta, slot).map(|(key, value)| {
+                bucket.load_slot(slot).map(|(key, value)| {
                     (
                         SlotRef {
                             bucket: index,
@@ -450,9 +452,7 @@ impl Table {
         let mut index = home;
         for distance in 0..self.buckets.len() {
             let bucket = self.buckets.get(index)?;
-            let meta = bucket.load_meta();
-            let free = (0..SLOTS_PER_BUCKET)
-                .find(|&slot| Bucket::slot_meta(meta, slot) & META_OCCUPIED == 0);
+            let free = (0..SLOTS_PER_BUCKET).find(|&slot| bucket.meta(slot) & META_OCCUPIED == 0);
             if let Some(slot) = free {
                 let at = SlotRef {
                     bucket: index,
@@ -484,7 +484,7 @@ impl Table {
         let Some(bucket) = self.buckets.get(at.bucket) else {
             return;
         };
-        let meta = Bucket::slot_meta(bucket.load_meta(), at.slot);
+        let meta = bucket.meta(at.slot);
         bucket.write(|b| {
             if let Some(words) = b.slots.get(at.slot) {
                 words[2].store(value.dest, Ordering::Relaxed);
@@ -496,7 +496,7 @@ impl Table {
     /// Removes the entry in `at` (writer lock held) and returns it.
     pub(super) fn remove_locked(&self, at: SlotRef) -> Option<(Key, Value)> {
         let bucket = self.buckets.get(at.bucket)?;
-        let (key, value) = bucket.load_slot(bucket.load_meta(), at.slot)?;
+        let (key, value) = bucket.load_slot(at.slot)?;
         bucket.write(|b| {
             b.set_slot_meta(at.slot, 0);
             if let Some(words) = b.slots.get(at.slot) {
