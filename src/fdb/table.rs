@@ -160,6 +160,10 @@ struct Bucket {
     slots: [[AtomicU32; 3]; SLOTS_PER_BUCKET],
 }
 
+// One cache line, as the layout above says (loom's atomics are larger).
+#[cfg(not(switchyard_loom))]
+const _: () = assert!(core::mem::size_of::<Bucket>() == 64);
+
 impl Bucket {
     fn new() -> Bucket {
         Bucket {
