@@ -97,7 +97,7 @@ use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
 use crate::{DropReason, Vni};
 
-use table::{Key, SlotRef, Table, Value};
+use table::{Home, Key, SlotRef, Table, Value};
 use vnis::{Defaults, Record, VniTable};
 use vtep::VtepTable;
 
@@ -779,22 +779,20 @@ impl Fdb {
     /// misses of that many lookups are in flight while one is served, and no group boundary
     /// ever waits for a whole miss.
     #[inline]
-    fn pipelined<T, O>(
-        &self,
+    fn pipelined<'t, T, O>(
+        &'t self,
         items: &[T],
         out: &mut [O],
         key_of: impl Fn(&T) -> Key,
-        mut finish: impl FnMut(&T, Key, usize, &mut O),
+        mut finish: impl FnMut(&T, Key, Option<Home<'t>>, &mut O),
     ) {
         let prepare = |item: &T| {
             let key = key_of(item);
-            let home = self.table.home(key);
-            self.table.touch(home);
-            (key, home)
+            (key, self.table.prefetch_home(key))
         };
         let n = items.len().min(out.len());
         let (items, out) = (&items[..n], &mut out[..n]);
-        let mut ring = [(Key::default(), 0usize); PREFETCH_AHEAD];
+        let mut ring = [(Key::default(), None); PREFETCH_AHEAD];
         for (slot, item) in ring.iter_mut().zip(items) {
             *slot = prepare(item);
         }
@@ -827,9 +825,8 @@ impl Fdb {
             |&(vni, mac)| Key::new(vni, mac),
             |_, key, home, out| {
                 let ipv6 = &mut out.ipv6;
-                let (kind, word) = self
-                    .table
-                    .find_from(key, home, |value| {
+                let found = home.and_then(|home| {
+                    self.table.find_at(key, home, |value| {
                         // Inside the read section: the interned address is the entry's.
                         if value.kind >= KIND_IPV6 {
                             *ipv6 = self
@@ -840,7 +837,8 @@ impl Fdb {
                         // Two bits: the sum fits (`Found` reads 4 as IPv6, as `decode` does 3).
                         (value.kind as u8 + 1, value.dest)
                     })
-                    .map_or((FOUND_NOTHING, 0), |(_, found)| found);
+                });
+                let (kind, word) = found.unwrap_or((FOUND_NOTHING, 0));
                 out.kind = kind;
                 out.word = word;
             },

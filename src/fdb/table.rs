@@ -135,6 +135,13 @@ impl Value {
     }
 }
 
+/// A key's home bucket, found and prefetched by [`Table::prefetch_home`].
+#[derive(Clone, Copy)]
+pub(super) struct Home<'a> {
+    bucket: &'a Bucket,
+    index: usize,
+}
+
 /// Where an entry lives: bucket and slot. Valid until the entry is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SlotRef {
@@ -326,6 +333,37 @@ impl Table {
         if let Some(bucket) = self.buckets.get(index) {
             prefetch(bucket);
         }
+    }
+
+    /// The home bucket of `key`, prefetched ([`Table::touch`]), as a [`Home`] for
+    /// [`Table::find_at`]: a batch keeps it between the two.
+    #[inline]
+    pub(super) fn prefetch_home(&self, key: Key) -> Option<Home<'_>> {
+        let index = self.home(key);
+        let bucket = self.buckets.get(index)?;
+        prefetch(bucket);
+        Some(Home { bucket, index })
+    }
+
+    /// [`Table::find`] from a [`Home`] that [`Table::prefetch_home`] returned for `key`: the
+    /// home bucket is read through the reference kept (no index arithmetic, no bounds check);
+    /// a probe past it continues as [`Table::find_from`].
+    #[inline]
+    pub(super) fn find_at<R>(
+        &self,
+        key: Key,
+        home: Home<'_>,
+        mut read: impl FnMut(Value) -> R,
+    ) -> Option<R> {
+        let (hit, overflow) = home.bucket.read(|b| match b.scan(key) {
+            Some((_, value)) => (Some(read(value)), 0),
+            None => (None, b.overflow.load(Ordering::Relaxed)),
+        });
+        if hit.is_some() || overflow == 0 {
+            return hit;
+        }
+        self.find_from(key, (home.index + 1) & self.mask, read)
+            .map(|(_, result)| result)
     }
 
     /// Finds `key` without locking. `read` turns the slot's value into the result inside the
