@@ -838,7 +838,7 @@ impl Fdb {
                         (value.kind as u8 + 1, value.dest)
                     })
                 });
-                let (kind, word) = found.unwrap_or((FOUND_NOTHING, 0));
+                let (kind, word) = found.map_or((FOUND_NOTHING, 0), |(_, found)| found);
                 out.kind = kind;
                 out.word = word;
             },
@@ -877,7 +877,7 @@ impl Fdb {
             vni,
             mac,
             key,
-            self.table.home(key),
+            self.table.locate(key),
             from,
             self.ticker.tick(now),
         )
@@ -906,13 +906,14 @@ impl Fdb {
             .chunks(PREFETCH_AHEAD)
             .zip(out.chunks_mut(PREFETCH_AHEAD))
         {
-            let mut homes = [(Key::default(), 0usize); PREFETCH_AHEAD];
-            for (&(vni, mac, _), home) in sources.iter().zip(homes.iter_mut()) {
+            let mut homes = [(Key::default(), None); PREFETCH_AHEAD];
+            for (&(vni, mac, _), slot) in sources.iter().zip(homes.iter_mut()) {
                 let key = Key::new(vni, mac);
-                let index = self.table.home(key);
-                self.table.touch(index);
-                self.table.touch_last_seen(index);
-                *home = (key, index);
+                let home = self.table.prefetch_home(key);
+                if let Some(home) = home {
+                    self.table.touch_last_seen(home.index());
+                }
+                *slot = (key, home);
             }
             for ((&(vni, mac, from), &(key, home)), out) in
                 sources.iter().zip(homes.iter()).zip(out.iter_mut())
@@ -929,7 +930,7 @@ impl Fdb {
         vni: Vni,
         mac: EthernetAddress,
         key: Key,
-        home: usize,
+        home: Option<Home<'_>>,
         from: Destination,
         tick: u32,
     ) -> Learn {
@@ -937,9 +938,13 @@ impl Fdb {
             bump(&self.counters.invalid_source_dropped);
             return Learn::Dropped(DropReason::FdbSourceMacInvalid);
         }
-        match self.table.find_from(key, home, |value| {
-            (value, self.decode(value.kind, value.dest))
-        }) {
+        // (`home` is `None` only for a table without buckets, which `Table::new` never builds.)
+        let found = home.and_then(|home| {
+            self.table.find_at(key, home, |value| {
+                (value, self.decode(value.kind, value.dest))
+            })
+        });
+        match found {
             Some((at, (value, destination))) => {
                 if destination == from {
                     return if value.is_static {

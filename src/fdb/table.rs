@@ -135,11 +135,18 @@ impl Value {
     }
 }
 
-/// A key's home bucket, found and prefetched by [`Table::prefetch_home`].
+/// A key's home bucket, found (and prefetched) by [`Table::locate`] ([`Table::prefetch_home`]).
 #[derive(Clone, Copy)]
 pub(super) struct Home<'a> {
     bucket: &'a Bucket,
     index: usize,
+}
+
+impl Home<'_> {
+    /// The bucket's index (for [`Table::touch_last_seen`]).
+    pub(super) fn index(self) -> usize {
+        self.index
+    }
 }
 
 /// Where an entry lives: bucket and slot. Valid until the entry is removed.
@@ -339,9 +346,16 @@ impl Table {
     /// [`Table::find_at`]: a batch keeps it between the two.
     #[inline]
     pub(super) fn prefetch_home(&self, key: Key) -> Option<Home<'_>> {
+        let home = self.locate(key)?;
+        prefetch(home.bucket);
+        Some(home)
+    }
+
+    /// The home bucket of `key` as a [`Home`] for [`Table::find_at`], not prefetched.
+    #[inline]
+    pub(super) fn locate(&self, key: Key) -> Option<Home<'_>> {
         let index = self.home(key);
         let bucket = self.buckets.get(index)?;
-        prefetch(bucket);
         Some(Home { bucket, index })
     }
 
@@ -354,16 +368,22 @@ impl Table {
         key: Key,
         home: Home<'_>,
         mut read: impl FnMut(Value) -> R,
-    ) -> Option<R> {
+    ) -> Option<(SlotRef, R)> {
         let (hit, overflow) = home.bucket.read(|b| match b.scan(key) {
-            Some((_, value)) => (Some(read(value)), 0),
+            Some((slot, value)) => (Some((slot, read(value))), 0),
             None => (None, b.overflow.load(Ordering::Relaxed)),
         });
-        if hit.is_some() || overflow == 0 {
-            return hit;
+        if let Some((slot, result)) = hit {
+            let at = SlotRef {
+                bucket: home.index,
+                slot,
+            };
+            return Some((at, result));
+        }
+        if overflow == 0 {
+            return None;
         }
         self.find_from(key, (home.index + 1) & self.mask, read)
-            .map(|(_, result)| result)
     }
 
     /// Finds `key` without locking. `read` turns the slot's value into the result inside the
