@@ -232,6 +232,17 @@ impl Bucket {
         None
     }
 
+    /// One probe step of a lock-free find: `scan` in a read section, giving the slot and
+    /// `read` of its value, or, when `key` is not here, the overflow count (zero: it is
+    /// nowhere further either).
+    #[inline]
+    fn find<R>(&self, key: Key, read: &mut impl FnMut(Value) -> R) -> Result<(usize, R), u32> {
+        self.read(|b| match b.scan(key) {
+            Some((slot, value)) => Ok((slot, read(value))),
+            None => Err(b.overflow.load(Ordering::Relaxed)),
+        })
+    }
+
     /// Key and value of `slot` if it is occupied (relaxed loads, see `scan`).
     fn load_slot(&self, slot: usize) -> Option<(Key, Value)> {
         let m = self.meta(slot);
@@ -369,21 +380,17 @@ impl Table {
         home: Home<'_>,
         mut read: impl FnMut(Value) -> R,
     ) -> Option<(SlotRef, R)> {
-        let (hit, overflow) = home.bucket.read(|b| match b.scan(key) {
-            Some((slot, value)) => (Some((slot, read(value))), 0),
-            None => (None, b.overflow.load(Ordering::Relaxed)),
-        });
-        if let Some((slot, result)) = hit {
-            let at = SlotRef {
-                bucket: home.index,
-                slot,
-            };
-            return Some((at, result));
+        match home.bucket.find(key, &mut read) {
+            Ok((slot, result)) => Some((
+                SlotRef {
+                    bucket: home.index,
+                    slot,
+                },
+                result,
+            )),
+            Err(0) => None,
+            Err(_) => self.find_from(key, (home.index + 1) & self.mask, read),
         }
-        if overflow == 0 {
-            return None;
-        }
-        self.find_from(key, (home.index + 1) & self.mask, read)
     }
 
     /// Finds `key` without locking. `read` turns the slot's value into the result inside the
@@ -404,24 +411,19 @@ impl Table {
     ) -> Option<(SlotRef, R)> {
         let mut index = home & self.mask;
         for _ in 0..self.buckets.len() {
-            let bucket = self.buckets.get(index)?;
-            let (hit, overflow) = bucket.read(|b| match b.scan(key) {
-                Some((slot, value)) => (Some((slot, read(value))), 0),
-                None => (None, b.overflow.load(Ordering::Relaxed)),
-            });
-            if let Some((slot, result)) = hit {
-                return Some((
-                    SlotRef {
-                        bucket: index,
-                        slot,
-                    },
-                    result,
-                ));
+            match self.buckets.get(index)?.find(key, &mut read) {
+                Ok((slot, result)) => {
+                    return Some((
+                        SlotRef {
+                            bucket: index,
+                            slot,
+                        },
+                        result,
+                    ))
+                }
+                Err(0) => return None,
+                Err(_) => index = (index + 1) & self.mask,
             }
-            if overflow == 0 {
-                return None;
-            }
-            index = (index + 1) & self.mask;
         }
         None
     }
