@@ -328,7 +328,8 @@ fn expected_outer(frame: &[u8], config: &EncapConfig) -> OuterFields {
     let ip = &frame[l3.min(frame.len())..];
     // (TOS byte, TTL, DF) of the inner packet, if it is IP.
     let inner = match ethertype {
-        0x0800 if ip.len() >= 10 && ip[0] >> 4 == 4 => Some((ip[1], ip[8], ip[6] & 0x40 != 0)),
+        // The three fields end at byte 8 (TTL): nine bytes hold them, as eight hold IPv6's.
+        0x0800 if ip.len() >= 9 && ip[0] >> 4 == 4 => Some((ip[1], ip[8], ip[6] & 0x40 != 0)),
         0x86dd if ip.len() >= 8 && ip[0] >> 4 == 6 => {
             Some(((ip[0] << 4) | (ip[1] >> 4), ip[7], true))
         }
@@ -353,6 +354,54 @@ fn expected_outer(frame: &[u8], config: &EncapConfig) -> OuterFields {
             DfPolicy::Unset => false,
             DfPolicy::Inherit => inner.is_some_and(|(_, _, df)| df),
         },
+    }
+}
+
+/// An inner IPv4 header cut short after its TTL (nine bytes) still lends its DF, TTL and TOS
+/// to the outer header; one byte shorter, it lends nothing. The nine-byte case is the input
+/// on which CI once found the reference model above disagreeing with the crate (the model
+/// asked for ten bytes).
+#[test]
+fn inheritance_from_a_truncated_inner_ipv4_header() {
+    let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    let underlay = Underlay::ipv4(
+        mac,
+        mac,
+        Ipv4Addr::new(198, 18, 0, 1),
+        Ipv4Addr::new(198, 18, 0, 2),
+    );
+    let config = EncapConfig {
+        df: DfPolicy::Inherit,
+        ttl: TtlPolicy::Inherit,
+        tos: TosPolicy::Inherit,
+        ..EncapConfig::default()
+    };
+    let template = EncapTemplate::new(&config, &underlay, Vni::new(7).unwrap()).unwrap();
+    // Version 4, TOS 0xb8 (DSCP 46), DF, TTL 9: exactly the nine bytes up to the TTL.
+    let ip = [0x40, 0xb8, 0, 0, 0, 0, 0x40, 0, 9];
+    for (len, expected) in [(9, (0xb8, 9, true)), (8, (0, 64, false))] {
+        let mut frame = vec![0u8; 14];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&ip[..len]);
+        let model = expected_outer(&frame, &config);
+        assert_eq!(
+            (model.tos, model.ttl, model.dont_fragment),
+            expected,
+            "model, {len} bytes"
+        );
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(&frame);
+        let end = buf.len();
+        let outer = template
+            .encap(&mut buf, HEADROOM..end, &mut IpIdent::new(0))
+            .unwrap();
+        let wire = Ipv4Packet::new_checked(&buf[outer][14..]).unwrap();
+        let got = (
+            (wire.dscp() << 2) | wire.ecn(),
+            wire.hop_limit(),
+            wire.dont_frag(),
+        );
+        assert_eq!(got, expected, "crate, {len} bytes");
     }
 }
 
