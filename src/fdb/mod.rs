@@ -939,14 +939,19 @@ impl Fdb {
             return Learn::Dropped(DropReason::FdbSourceMacInvalid);
         }
         // (`home` is `None` only for a table without buckets, which `Table::new` never builds.)
-        let found = home.and_then(|home| {
-            self.table.find_at(key, home, |value| {
-                (value, self.decode(value.kind, value.dest))
-            })
-        });
+        let found = home.and_then(|home| self.table.find_at(key, home, |value| value));
         match found {
-            Some((at, (value, destination))) => {
-                if destination == from {
+            Some((at, value)) => {
+                // A port or an IPv4 VTEP is compared as the words it is stored as; an IPv6
+                // VTEP's words hold its interned number, so it is compared decoded.
+                let same = match from {
+                    Destination::Port(port) => value.kind == KIND_PORT && value.dest == port.0,
+                    Destination::Vtep(IpAddr::V4(address)) => {
+                        value.kind == KIND_IPV4 && value.dest == address.to_bits()
+                    }
+                    Destination::Vtep(IpAddr::V6(_)) => self.decode(value.kind, value.dest) == from,
+                };
+                if same {
                     return if value.is_static {
                         Learn::Fresh
                     } else {
