@@ -889,29 +889,31 @@ impl Switch {
         metas.clear();
         counters.received += batch.len() as u64;
 
-        // Stage 1: classify (ARP/ND answers for the resolver are consumed here).
-        for received in batch.iter_mut() {
-            if received.ingress == Ingress::Underlay && self.resolver_takes(received.frame, now) {
-                metas.push(Meta::consumed());
-                continue;
+        // Stage 1: classify (ARP/ND answers for the resolver are consumed here), and gather
+        // the sources to learn.
+        sources.clear();
+        positions.clear();
+        for (position, received) in batch.iter_mut().enumerate() {
+            let mut meta = if received.ingress == Ingress::Underlay
+                && self.resolver_takes(received.frame, now)
+            {
+                Meta::consumed()
+            } else {
+                state.classify(received)
+            };
+            if meta.verdict == Verdict::Pending {
+                match mac_at(received.frame, meta.inner.start + 6) {
+                    Some(src) => {
+                        sources.push((meta.vni, src, meta.from));
+                        positions.push(position as u32);
+                    }
+                    None => meta.verdict = Verdict::Dropped(DropReason::InnerTruncated),
+                }
             }
-            metas.push(state.classify(received));
+            metas.push(meta);
         }
         // Stage 2: learn the sources, as one batch (the forwarding table prefetches a group
         // of them at a time, hashing each key once).
-        sources.clear();
-        positions.clear();
-        for (position, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
-            if meta.verdict != Verdict::Pending {
-                continue;
-            }
-            let Some(src) = mac_at(received.frame, meta.inner.start + 6) else {
-                meta.verdict = Verdict::Dropped(DropReason::InnerTruncated);
-                continue;
-            };
-            sources.push((meta.vni, src, meta.from));
-            positions.push(position as u32);
-        }
         learned.clear();
         learned.resize(sources.len(), Learn::Fresh);
         self.fdb.learn_batch(sources, now, learned);
@@ -971,18 +973,16 @@ impl Switch {
             output,
         };
         let mut looked_up = positions.iter().zip(found.iter()).peekable();
+        // The frames' counters go in the same pass, each frame's verdict being final once
+        // it has been forwarded.
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
-            if meta.verdict != Verdict::Pending {
-                continue;
+            if meta.verdict == Verdict::Pending {
+                let known = match looked_up.next_if(|&(&position, _)| position as usize == index) {
+                    Some((_, found)) => found.destination(),
+                    None => None,
+                };
+                self.forward(index, received, meta, known, &mut forwarding);
             }
-            let known = match looked_up.next_if(|&(&position, _)| position as usize == index) {
-                Some((_, found)) => found.destination(),
-                None => None,
-            };
-            self.forward(index, received, meta, known, &mut forwarding);
-        }
-        // Counters.
-        for (received, meta) in batch.iter().zip(metas.iter()) {
             let dropped = match meta.verdict {
                 Verdict::Dropped(reason) => {
                     counters.dropped.record(reason);
