@@ -1101,40 +1101,16 @@ impl Switch {
         meta: &Meta,
         fwd: &mut Forwarding<'_>,
     ) -> Result<(), DropReason> {
-        let state = fwd.state;
         let slot = TemplateCache::slot(meta.vni, vtep);
-        let cached = fwd
-            .templates
-            .slots
-            .get_mut(slot)
-            .ok_or(DropReason::NoDestination)?;
-        let template = match cached {
-            Some((key, template)) if *key == (meta.vni, vtep) => template,
-            _ => {
-                let underlay = &state.config.underlay;
-                let next_hop = match &underlay.next_hop {
-                    NextHop::Static { default, per_vtep } => per_vtep
-                        .iter()
-                        .find(|(ip, _)| *ip == vtep)
-                        .map_or(*default, |&(_, mac)| mac),
-                    NextHop::Resolve { .. } => self.resolve(vtep, fwd.now, fwd.output)?,
-                };
-                let carry = state
-                    .vnis
-                    .get(&meta.vni)
-                    .is_some_and(|v| v.carry_inner_vlan);
-                let encap = crate::tunnel::EncapConfig {
-                    carry_inner_vlan: carry,
-                    ..underlay.encap
-                };
-                let template = EncapTemplate::new(
-                    &encap,
-                    &underlay_towards(underlay, vtep, next_hop),
-                    meta.vni,
-                )
-                .map_err(|_| DropReason::NoDestination)?;
-                &mut cached.insert(((meta.vni, vtep), template)).1
-            }
+        let hit = matches!(
+            fwd.templates.slots.get(slot),
+            Some(Some((key, _))) if *key == (meta.vni, vtep)
+        );
+        if !hit {
+            self.fill_template(slot, vtep, meta, fwd)?;
+        }
+        let Some(Some((_, template))) = fwd.templates.slots.get(slot) else {
+            return Err(DropReason::NoDestination);
         };
         // Built where it stays (the header is written in place), and taken back on failure:
         // one copy of the action fewer a frame.
@@ -1155,28 +1131,79 @@ impl Switch {
                 .map(|len| action.header_len = len as u8),
             None => Err(DropReason::NoDestination),
         };
-        if encapsulated.is_err() {
+        if let Err(reason) = encapsulated {
             actions.pop();
-        }
-        match encapsulated {
-            Ok(()) => Ok(()),
-            Err(DropReason::MtuExceeded) => {
-                // Tell the sender on its port, when it is one of ours.
-                if let Destination::Port(port) = meta.from {
-                    let output = &mut *fwd.output;
-                    let start = output.generated.len();
-                    output.generated.resize(start + TOO_BIG_REPLY_MAX_LEN, 0);
-                    match template.too_big_reply(frame, &mut output.generated[start..]) {
-                        Some(len) => {
-                            output.generated.truncate(start + len);
-                            state.to_port_generated(port, meta.vni, start..start + len, output);
-                        }
-                        None => output.generated.truncate(start),
-                    }
-                }
-                Err(DropReason::MtuExceeded)
+            if reason == DropReason::MtuExceeded {
+                too_big(template, frame, meta, fwd.state, fwd.output);
             }
-            Err(reason) => Err(reason),
+        }
+        encapsulated
+    }
+
+    /// Builds the template towards `vtep` in `meta`'s VNI into the worker's cache, at `slot`
+    /// (out of line: a miss is rare, and its code kept the hit's values from registers).
+    #[cold]
+    #[inline(never)]
+    fn fill_template(
+        &self,
+        slot: usize,
+        vtep: IpAddr,
+        meta: &Meta,
+        fwd: &mut Forwarding<'_>,
+    ) -> Result<(), DropReason> {
+        let state = fwd.state;
+        let underlay = &state.config.underlay;
+        let next_hop = match &underlay.next_hop {
+            NextHop::Static { default, per_vtep } => per_vtep
+                .iter()
+                .find(|(ip, _)| *ip == vtep)
+                .map_or(*default, |&(_, mac)| mac),
+            NextHop::Resolve { .. } => self.resolve(vtep, fwd.now, fwd.output)?,
+        };
+        let carry = state
+            .vnis
+            .get(&meta.vni)
+            .is_some_and(|v| v.carry_inner_vlan);
+        let encap = crate::tunnel::EncapConfig {
+            carry_inner_vlan: carry,
+            ..underlay.encap
+        };
+        let template = EncapTemplate::new(
+            &encap,
+            &underlay_towards(underlay, vtep, next_hop),
+            meta.vni,
+        )
+        .map_err(|_| DropReason::NoDestination)?;
+        let cached = fwd
+            .templates
+            .slots
+            .get_mut(slot)
+            .ok_or(DropReason::NoDestination)?;
+        *cached = Some(((meta.vni, vtep), template));
+        Ok(())
+    }
+}
+
+/// Tells the sender of `frame`, which `template` refused as too big for the underlay, on its
+/// port, when it is one of ours (an ICMP "fragmentation needed" or "packet too big").
+#[cold]
+#[inline(never)]
+fn too_big(
+    template: &EncapTemplate,
+    frame: &[u8],
+    meta: &Meta,
+    state: &State,
+    output: &mut Output,
+) {
+    if let Destination::Port(port) = meta.from {
+        let start = output.generated.len();
+        output.generated.resize(start + TOO_BIG_REPLY_MAX_LEN, 0);
+        match template.too_big_reply(frame, &mut output.generated[start..]) {
+            Some(len) => {
+                output.generated.truncate(start + len);
+                state.to_port_generated(port, meta.vni, start..start + len, output);
+            }
+            None => output.generated.truncate(start),
         }
     }
 }
