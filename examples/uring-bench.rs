@@ -23,8 +23,10 @@
 //!
 //! - RX: the peer sends as fast as it can, with `sendmmsg` (64 per call) or with UDP GSO
 //!   (64 segments per `sendmsg`); the contenders are `recvmmsg` (64 per call, non-blocking,
-//!   with the sender's address, which an underlay needs),
-//!   the io_uring underlay, and the io_uring underlay with `UDP_GRO`. A veth coalesces
+//!   with the sender's address, which an underlay needs; with the GSO peer also with
+//!   `IP_RECVTOS`, reading each datagram's TOS byte as the underlay does for ECN by
+//!   default: the like-for-like baseline of the underlay's default), the io_uring underlay
+//!   (with and without ECN), and the io_uring underlay with `UDP_GRO`. A veth coalesces
 //!   nothing unless GRO is on for it (`ethtool -K DEV gro on rx-udp-gro-forwarding on`,
 //!   which gives it a NAPI context, as a physical NIC has, and makes locally sent UDP take
 //!   it), so the `sendmmsg` peer runs with A's veth GRO off and
@@ -255,7 +257,13 @@ mod bench {
 
     /// Receives with non-blocking `recvmmsg`, `BATCH` per call, until `stop`, adding to
     /// `count` the datagrams received (coalesced ones by segment, with `UDP_GRO`).
-    fn drain(socket: &Socket, count: &AtomicU64, stop: &AtomicBool, sleep: bool) {
+    /// With `tos`, the socket also asks for each datagram's TOS byte (`IP_RECVTOS`) and reads
+    /// it, as the io_uring underlay does by default for RFC 6040 decapsulation (ECN).
+    fn drain(socket: &Socket, count: &AtomicU64, stop: &AtomicBool, sleep: bool, tos: bool) {
+        if tos {
+            set_int(socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
+        }
+        let mut tos_seen = 0u8;
         if sleep {
             socket
                 .set_read_timeout(Some(Duration::from_millis(50)))
@@ -326,18 +334,30 @@ mod bench {
                 };
                 let segment = gro_segment(bytes).unwrap_or(len).max(1);
                 datagrams += len.div_ceil(segment).max(1) as u64;
+                if tos {
+                    tos_seen |= control_data(bytes, libc::IPPROTO_IP, libc::IP_TOS)
+                        .and_then(|data| data.first().copied())
+                        .unwrap_or(0);
+                }
             }
             count.fetch_add(datagrams, Ordering::Relaxed);
         }
+        std::hint::black_box(tos_seen);
     }
 
-    fn gro_segment(mut control: &[u8]) -> Option<usize> {
+    fn gro_segment(control: &[u8]) -> Option<usize> {
+        let data = control_data(control, libc::SOL_UDP, libc::UDP_GRO)?;
+        Some(i32::from_ne_bytes(data.get(..4)?.try_into().ok()?) as usize)
+    }
+
+    /// The data of the control message (`level`, `kind`) in `control`, if there is one.
+    fn control_data(mut control: &[u8], level: i32, kind: i32) -> Option<&[u8]> {
         while control.len() >= 16 {
             let len = usize::from_ne_bytes(control[0..8].try_into().ok()?);
-            let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
-            let kind = i32::from_ne_bytes(control[12..16].try_into().ok()?);
-            if level == libc::SOL_UDP && kind == libc::UDP_GRO {
-                return Some(i32::from_ne_bytes(control.get(16..20)?.try_into().ok()?) as usize);
+            let this_level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
+            let this_kind = i32::from_ne_bytes(control[12..16].try_into().ok()?);
+            if this_level == level && this_kind == kind {
+                return control.get(16..len.max(16));
             }
             control = control.get(len.next_multiple_of(8).max(16)..)?;
         }
@@ -347,6 +367,8 @@ mod bench {
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Rx {
         Recvmmsg,
+        /// `recvmmsg` reading each datagram's TOS too (`IP_RECVTOS`), as the underlay does.
+        RecvmmsgTos,
         Uring,
         /// With DEFER_TASKRUN.
         UringDeferred,
@@ -442,11 +464,12 @@ mod bench {
             lab,
             secs,
             move |count, stop| match contender {
-                Rx::Recvmmsg => drain(
+                Rx::Recvmmsg | Rx::RecvmmsgTos => drain(
                     &udp_socket(local),
                     count,
                     stop,
                     SLEEP.load(Ordering::Relaxed),
+                    contender == Rx::RecvmmsgTos,
                 ),
                 Rx::Uring | Rx::UringDeferred | Rx::UringNoEcn | Rx::UringGro => {
                     let mut config = UringConfig::new(local);
@@ -531,7 +554,7 @@ mod bench {
             move |count, stop| {
                 let socket = udp_socket(remote);
                 set_int(&socket, libc::SOL_UDP, libc::UDP_GRO, 1);
-                drain(&socket, count, stop, false);
+                drain(&socket, count, stop, false, false);
             },
         );
         (t.peer, t.contender, t.contender_ns_per_packet)
@@ -581,8 +604,10 @@ mod bench {
              {} CPUs (contender on CPU 1, peer on CPU 0; the machine may be shared)",
             num_cpus()
         );
-        // (name, contender, peer sends with GSO, GRO on A's veth, baseline row)
-        let rx_cases: [(&str, Rx, bool, bool, usize); 9] = [
+        // (name, contender, peer sends with GSO, GRO on A's veth, baseline row). The io_uring
+        // underlay reads each datagram's TOS (ECN) by default: its like-for-like baseline is
+        // `recvmmsg` with `IP_RECVTOS`; without ECN, plain `recvmmsg`.
+        let rx_cases: [(&str, Rx, bool, bool, usize); 10] = [
             (
                 "RX recvmmsg       (peer sendmmsg)",
                 Rx::Recvmmsg,
@@ -612,7 +637,14 @@ mod bench {
                 2,
             ),
             ("RX recvmmsg       (peer GSO)", Rx::Recvmmsg, true, false, 4),
-            ("RX io_uring       (peer GSO)", Rx::Uring, true, false, 4),
+            (
+                "RX recvmmsg + IP_RECVTOS (peer GSO)",
+                Rx::RecvmmsgTos,
+                true,
+                false,
+                4,
+            ),
+            ("RX io_uring       (peer GSO)", Rx::Uring, true, false, 5),
             (
                 "RX io_uring, no ECN (peer GSO)",
                 Rx::UringNoEcn,
@@ -625,7 +657,7 @@ mod bench {
                 Rx::UringDeferred,
                 true,
                 false,
-                4,
+                5,
             ),
             ("RX io_uring + GRO (peer GSO)", Rx::UringGro, true, false, 4),
         ];
@@ -717,8 +749,9 @@ mod bench {
             );
         }
         println!(
-            "(ratios: RX against recvmmsg with the same peer, TX against sendmmsg; ns/pkt: CPU \
-             time of the contender's thread per packet it received or sent{})",
+            "(ratios: RX against recvmmsg with the same peer (io_uring with ECN against \
+             recvmmsg + IP_RECVTOS), TX against sendmmsg; ns/pkt: CPU time of the contender's \
+             thread per packet it received or sent{})",
             if sleep {
                 ", contenders sleeping when idle"
             } else {

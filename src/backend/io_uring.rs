@@ -78,6 +78,13 @@
 //! `recvmmsg` (peer GSO), with `UDP_GRO` 8.7x; TX io_uring 0.85x `sendmmsg`, with GSO 13.9x;
 //! in a quieter run before: 0.92x, 9.8x, 0.91x and 15.1x.
 //!
+//! Part of that gap is not io_uring's: the underlay reads each datagram's TOS byte
+//! (`IP_RECVTOS`, for ECN) and the `recvmmsg` above does not. With a `recvmmsg` that reads
+//! it too (the bench's `recvmmsg + IP_RECVTOS` row, 2026-11-29, five runs of 5 repetitions
+//! on a quieter machine), the like-for-like ratios are 0.87x to 1.04x (median 0.95x) with
+//! ECN and 0.86x to 1.40x (median 1.01x) without it on both sides; reading the TOS costs
+//! `recvmmsg` 8 to 22 % of its rate.
+//!
 //! So: datagram by datagram, the io_uring underlay does not beat `recvmmsg`/`sendmmsg` on
 //! this machine; it receives at 0.65x to 0.95x of `recvmmsg` and costs 20 to 40 % more CPU
 //! per datagram (a profile puts the difference in the kernel: the multishot receive runs as
