@@ -759,20 +759,6 @@ impl Fdb {
         self.table.touch(self.table.home(Key::new(vni, mac)));
     }
 
-    /// Starts loading what [`Fdb::learn`] (with `for_learning`: the bucket and its entries'
-    /// last-seen ticks) or [`Fdb::lookup`] (the bucket) of each key of `keys` reads. For a
-    /// pipeline that learns and looks up a whole batch in later stages: those then find the
-    /// lines in the cache (as long as the batch's lines fit in it). Changes nothing.
-    pub fn prefetch_batch(&self, keys: &[(Vni, EthernetAddress)], for_learning: bool) {
-        for &(vni, mac) in keys {
-            let home = self.table.home(Key::new(vni, mac));
-            self.table.touch(home);
-            if for_learning {
-                self.table.touch_last_seen(home);
-            }
-        }
-    }
-
     /// Calls `finish` for every item of `items` with the same position of `out`, in order,
     /// with the item's key and home bucket, having prefetched the home bucket of the item
     /// [`PREFETCH_AHEAD`] positions further on: a software pipeline (FD.io VPP's), so that the
