@@ -614,8 +614,14 @@ fn lookup_batch_gives_what_lookup_gives() {
     let destinations = |found: &[Found]| -> Vec<Option<Destination>> {
         found.iter().map(Found::destination).collect()
     };
-    // Batches shorter than, equal to and longer than a prefetch group, and odd lengths.
-    for len in [0, 1, 2, 15, 16, 17, 33, 100, stream] {
+    // Batches shorter than, equal to and longer than a prefetch group, and odd lengths (fewer
+    // under miri).
+    let lens: &[usize] = if cfg!(miri) {
+        &[0, 1, 16, 17, stream]
+    } else {
+        &[0, 1, 2, 15, 16, 17, 33, 100, stream]
+    };
+    for &len in lens {
         for start in [0, 7.min(keys.len() - len), keys.len() - len] {
             let mut out = vec![stale; len];
             fdb.lookup_batch(&keys[start..start + len], &mut out);
@@ -666,7 +672,9 @@ fn learn_batch_gives_what_learn_gives() {
     let one = small(300);
     let batched = small(300);
     let mut rng = Rng(0xFEED_F00D);
-    for round in 0..40u64 {
+    // Fewer rounds under miri (the 40 took 90 s there): the refusals then need not happen.
+    let rounds = if cfg!(miri) { 16 } else { 40u64 };
+    for round in 0..rounds {
         if round % 10 == 3 {
             let (v, m) = rng.key();
             let to = rng.destination();
@@ -705,5 +713,7 @@ fn learn_batch_gives_what_learn_gives() {
     assert_eq!(one.entries(secs(100)), batched.entries(secs(100)));
     assert_eq!(one.counters(), batched.counters());
     assert!(one.counters().learned > 0 && one.counters().moved > 0);
-    assert!(one.counters().refused_full > 0 || one.counters().refused_vtep_table_full > 0);
+    if !cfg!(miri) {
+        assert!(one.counters().refused_full > 0 || one.counters().refused_vtep_table_full > 0);
+    }
 }
