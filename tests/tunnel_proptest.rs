@@ -252,11 +252,11 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         options in any::<u8>(),
     ) {
-        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
         let underlay = if ipv6 {
+            let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
             Underlay::ipv6(mac, mac, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2))
         } else {
-            Underlay::ipv4(mac, mac, Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2))
+            ipv4_underlay()
         };
         let config = EncapConfig { mtu: 9000, carry_inner_vlan: true, ..EncapConfig::default() };
         let template = EncapTemplate::new(&config, &underlay, Vni::new(1).unwrap()).unwrap();
@@ -363,13 +363,7 @@ fn expected_outer(frame: &[u8], config: &EncapConfig) -> OuterFields {
 /// asked for ten bytes).
 #[test]
 fn inheritance_from_a_truncated_inner_ipv4_header() {
-    let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
-    let underlay = Underlay::ipv4(
-        mac,
-        mac,
-        Ipv4Addr::new(198, 18, 0, 1),
-        Ipv4Addr::new(198, 18, 0, 2),
-    );
+    let underlay = ipv4_underlay();
     let config = EncapConfig {
         df: DfPolicy::Inherit,
         ttl: TtlPolicy::Inherit,
@@ -405,6 +399,17 @@ fn inheritance_from_a_truncated_inner_ipv4_header() {
     }
 }
 
+/// The IPv4 underlay of the fixed tests: 198.18.0.1 to 198.18.0.2, one MAC for both ends.
+fn ipv4_underlay() -> Underlay {
+    let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    Underlay::ipv4(
+        mac,
+        mac,
+        Ipv4Addr::new(198, 18, 0, 1),
+        Ipv4Addr::new(198, 18, 0, 2),
+    )
+}
+
 fn config_from_bits(bits: u8) -> DecapConfig {
     DecapConfig {
         udp_port: if bits & 0x20 != 0 { 8472 } else { 4789 },
@@ -421,13 +426,7 @@ fn config_from_bits(bits: u8) -> DecapConfig {
 /// of about 1.6 % here).
 #[test]
 fn source_ports_spread_evenly() {
-    let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
-    let underlay = Underlay::ipv4(
-        mac,
-        mac,
-        Ipv4Addr::new(198, 18, 0, 1),
-        Ipv4Addr::new(198, 18, 0, 2),
-    );
+    let underlay = ipv4_underlay();
     let template =
         EncapTemplate::new(&EncapConfig::default(), &underlay, Vni::new(1).unwrap()).unwrap();
     let mut slices = [0u32; 16];
