@@ -76,6 +76,8 @@ pub mod fdb;
 pub mod gro;
 pub mod gso;
 #[cfg(feature = "alloc")]
+mod lanes;
+#[cfg(feature = "alloc")]
 pub mod lb;
 mod mix;
 mod port;

@@ -8,7 +8,12 @@
 //! | 0 | sequence: odd while a writer changes the bucket |
 //! | 1, 2 | metadata: 16 bits per slot, slots 0..4 in order |
 //! | 3 | overflow: how many entries whose probe started at or before this bucket live after it |
-//! | 4..16 | per slot: MAC bytes 2..6, MAC bytes 0..2 and VNI bits 0..16 (see `Key`), destination word |
+//! | 4..8 | per slot: MAC bytes 2..6 (`Key::low`) |
+//! | 8..12 | per slot: MAC bytes 0..2 and VNI bits 0..16 (`Key::high`) |
+//! | 12..16 | per slot: destination word |
+//!
+//! Each key word of the four slots sits in its own 16-byte group (`crate::lanes::Lanes`), so
+//! that a lookup compares its key with all four slots by one vector load and compare per word.
 //!
 //! Slot metadata: VNI bits 16..24 (8 bits), occupied, static, destination kind (2 bits).
 //!
@@ -26,6 +31,7 @@ use alloc::boxed::Box;
 #[cfg(test)]
 use alloc::vec::Vec;
 
+use crate::lanes::{self, Lanes};
 use crate::prefetch::prefetch;
 use crate::sync::{fence, spin_loop, AtomicU16, AtomicU32, Ordering};
 use crate::wire::EthernetAddress;
@@ -170,8 +176,12 @@ struct Bucket {
     /// with one instruction.
     meta: [AtomicU16; SLOTS_PER_BUCKET],
     overflow: AtomicU32,
-    /// Per slot: key low, key high, destination.
-    slots: [[AtomicU32; 3]; SLOTS_PER_BUCKET],
+    /// Per slot: the key's low word (`Key::low`).
+    low: Lanes,
+    /// Per slot: the key's high word (`Key::high`).
+    high: Lanes,
+    /// Per slot: the destination word.
+    dest: Lanes,
 }
 
 // One cache line, as the layout above says (loom's atomics are larger).
@@ -184,9 +194,9 @@ impl Bucket {
             sequence: AtomicU32::new(0),
             meta: core::array::from_fn(|_| AtomicU16::new(0)),
             overflow: AtomicU32::new(0),
-            slots: core::array::from_fn(|_| {
-                [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]
-            }),
+            low: Lanes::new(),
+            high: Lanes::new(),
+            dest: Lanes::new(),
         }
     }
 
@@ -201,18 +211,15 @@ impl Bucket {
     /// The slot of `key` in this bucket, if present. Relaxed loads: the caller validates them
     /// with the sequence, or holds the writer lock.
     ///
-    /// Two steps: the low key words (MAC bytes 2..6) of all four slots are compared without a
-    /// branch into a mask of candidates, then only a candidate's metadata and high word are
-    /// checked. Nearly always there is one candidate (a hit) or none (a miss), so both
-    /// branches are predictable and a lookup does about half the work of comparing every
-    /// word of every slot. An empty slot's words are zero, so a low word of zero may match
+    /// Two steps: the key words of all four slots are compared at once into a mask of
+    /// candidates ([`lanes::matching`]: both words where it can, else the low one, MAC bytes
+    /// 2..6), then only a candidate's metadata (and high word, if not compared) is checked.
+    /// Nearly always there is one candidate (a hit) or none (a miss), so both branches are
+    /// predictable. An empty slot's words are zero, so a key whose words are zero may match
     /// one: the occupied bit in the metadata rules it out.
     #[inline]
     fn scan(&self, key: Key) -> Option<(usize, Value)> {
-        let mut candidates = 0u32;
-        for (slot, words) in self.slots.iter().enumerate() {
-            candidates |= u32::from(words[0].load(Ordering::Relaxed) == key.low) << slot;
-        }
+        let mut candidates = lanes::matching(&self.low, key.low, &self.high, key.high);
         if candidates == 0 {
             return None;
         }
@@ -220,12 +227,11 @@ impl Bucket {
         while candidates != 0 {
             // `candidates` has four bits: the mask only spares the bounds check.
             let slot = candidates.trailing_zeros() as usize & (SLOTS_PER_BUCKET - 1);
-            let words = self.slots.get(slot)?;
             let m = self.meta(slot);
             if m & (META_OCCUPIED | META_VNI_HIGH) == wanted
-                && words[1].load(Ordering::Relaxed) == key.high
+                && (lanes::BOTH_COMPARED || self.high.load(slot) == key.high)
             {
-                return Some((slot, Value::from_meta(m, words[2].load(Ordering::Relaxed))));
+                return Some((slot, Value::from_meta(m, self.dest.load(slot))));
             }
             candidates &= candidates - 1;
         }
@@ -249,13 +255,12 @@ impl Bucket {
         if m & META_OCCUPIED == 0 {
             return None;
         }
-        let words = self.slots.get(slot)?;
         let key = Key {
-            low: words[0].load(Ordering::Relaxed),
-            high: words[1].load(Ordering::Relaxed),
+            low: self.low.load(slot),
+            high: self.high.load(slot),
             vni_high: m & META_VNI_HIGH,
         };
-        Some((key, Value::from_meta(m, words[2].load(Ordering::Relaxed))))
+        Some((key, Value::from_meta(m, self.dest.load(slot))))
     }
 
     /// Runs `read` between two loads of the sequence until they agree on an even number: the
@@ -527,11 +532,9 @@ impl Table {
                     last_seen.store(tick, Ordering::Relaxed);
                 }
                 bucket.write(|b| {
-                    if let Some(words) = b.slots.get(slot) {
-                        words[0].store(key.low, Ordering::Relaxed);
-                        words[1].store(key.high, Ordering::Relaxed);
-                        words[2].store(value.dest, Ordering::Relaxed);
-                    }
+                    b.low.store(slot, key.low);
+                    b.high.store(slot, key.high);
+                    b.dest.store(slot, value.dest);
                     b.set_slot_meta(slot, META_OCCUPIED | key.vni_high | value.meta_bits());
                 });
                 self.adjust_overflow(home, distance, true);
@@ -550,9 +553,7 @@ impl Table {
         };
         let meta = bucket.meta(at.slot);
         bucket.write(|b| {
-            if let Some(words) = b.slots.get(at.slot) {
-                words[2].store(value.dest, Ordering::Relaxed);
-            }
+            b.dest.store(at.slot, value.dest);
             b.set_slot_meta(at.slot, (meta & !META_VALUE_BITS) | value.meta_bits());
         });
     }
@@ -563,11 +564,9 @@ impl Table {
         let (key, value) = bucket.load_slot(at.slot)?;
         bucket.write(|b| {
             b.set_slot_meta(at.slot, 0);
-            if let Some(words) = b.slots.get(at.slot) {
-                for word in words {
-                    word.store(0, Ordering::Relaxed);
-                }
-            }
+            b.low.store(at.slot, 0);
+            b.high.store(at.slot, 0);
+            b.dest.store(at.slot, 0);
         });
         let home = self.home(key);
         let distance = at.bucket.wrapping_sub(home) & self.mask;
