@@ -12,8 +12,10 @@
 //! compiler does not model as Rust accesses; what they read is then the hardware's business.
 //! There, `movdqa` of an aligned operand is one atomic 16-byte access on every processor with
 //! AVX (Intel SDM vol. 3A, 9.1.1, "Guaranteed Atomic Operations"); older ones may split it.
-//! The sequence lock needs neither: x86 does not reorder loads with other loads, so the
-//! vector loads happen between the reader's two loads of the sequence, and a read that
+//! The sequence lock needs neither: the compiler keeps an `asm!` block that reads memory
+//! after the acquire load of the sequence and before the acquire fence that precedes the
+//! second load, as it keeps any memory access; x86 does not reorder loads with other loads;
+//! so the vector loads happen between the reader's two loads of the sequence, and a read that
 //! overlapped any store sees the sequence change and is thrown away, torn or not. Elsewhere
 //! (and under miri and loom, which check the memory model and cannot run `asm!`) it is four
 //! relaxed loads.
@@ -53,7 +55,9 @@ pub(crate) const BOTH_COMPARED: bool =
 
 /// The lanes `i` (bit `i` of the result) where `a[i] == x` and, if [`BOTH_COMPARED`],
 /// `b[i] == y`: a superset of the lanes where both hold, exactly them if [`BOTH_COMPARED`].
-/// Every word is read with the atomicity of a relaxed load (see the module's documentation).
+/// Safe to call while a writer stores to the words; a result read during such a store is
+/// meaningless, and the caller's sequence lock must discard it (see the module's
+/// documentation).
 #[inline(always)]
 pub(crate) fn matching(a: &Lanes, x: u32, b: &Lanes, y: u32) -> u32 {
     #[cfg(all(target_arch = "x86_64", not(miri), not(switchyard_loom)))]
@@ -61,11 +65,11 @@ pub(crate) fn matching(a: &Lanes, x: u32, b: &Lanes, y: u32) -> u32 {
         let mask: u32;
         // SAFETY: `a` and `b` are references to 16 bytes aligned to 16 (`Lanes`), valid for
         // reads for the whole block; each `movdqa` reads exactly those bytes (it requires the
-        // alignment). The block writes only its output and scratch registers
-        // (no memory, no stack; the flags are not touched by these instructions). Racing
-        // stores by a writer are atomic stores of whole words, and the loads are atomic at
-        // least per word (see the module's documentation), so they see each word either
-        // before or after a store.
+        // alignment). The block writes only its output and scratch registers (no memory, no
+        // stack; none of these instructions changes the flags). A writer's racing stores are
+        // not a Rust-level data race with loads in an `asm!` block, and what the loads see of
+        // them is never used: the caller's sequence lock discards any read that overlapped a
+        // store (see the module's documentation).
         //
         // All of it in the block, the broadcasts of `x` and `y` included: with intrinsics the
         // compiler broadcast a key it had just stored to the stack in pieces by one 16-byte
