@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::fdb::{Destination, FdbConfig};
-use switchyard::lb::{Backend, Protocol, ServiceConfig, ServiceKey, TableSize};
+use switchyard::lb::{Backend, ConnTrackConfig, Protocol, ServiceConfig, ServiceKey, TableSize};
 use switchyard::switch::ServiceSettings;
 use switchyard::switch::{
     Egress, Ingress, Neighbor, Output, Payload, PortConfig, PortMode, Received, StaticEntry,
@@ -72,9 +72,13 @@ fn config() -> SwitchConfig {
                 mac: EthernetAddress([2, 0, 0, 0, 0, 5]),
             },
         ],
+        // Small bounds, for fast runs (each builds its switch) and reachable limits.
         fdb: FdbConfig {
             capacity: 64,
             max_entries_per_vni: 48,
+            max_vnis: 4,
+            max_ipv6_vteps: 4,
+            max_flood_members: 8,
             ..FdbConfig::default()
         },
         // Services in VNI 200 (which carries inner tags): the load balancer sees tagged and
@@ -84,14 +88,22 @@ fn config() -> SwitchConfig {
                 vni: v(200),
                 key: ServiceKey::new("198.19.0.100:80".parse().expect("an address"), protocol),
                 service: ServiceConfig {
-                    table_size: TableSize::new(251).expect("a prime"),
+                    table_size: TableSize::new(31).expect("a prime"),
                     ..ServiceConfig::new(vec![Backend::new(
                         "198.19.0.5:8080".parse().expect("an address"),
                     )])
                 },
             })
             .to_vec(),
-        lb: switchyard::switch::LbSettings::default(),
+        // A small connection table: the default (64k flows) took most of each run to build
+        // (57 runs a second), and a small one is also filled by the fuzzer's flows.
+        lb: switchyard::switch::LbSettings {
+            conntrack: ConnTrackConfig {
+                capacity: 8,
+                ..ConnTrackConfig::default()
+            },
+            ..switchyard::switch::LbSettings::default()
+        },
     }
 }
 
