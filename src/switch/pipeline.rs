@@ -1390,6 +1390,17 @@ impl State {
         let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
             return;
         };
+        let Some(frame) = received.frame.get(meta.inner.clone()) else {
+            return;
+        };
+        // Only untagged ARP and IPv6 can be a request the parsers below accept: everything
+        // else (nearly every frame) leaves here, before the VNI's settings are looked up.
+        if !matches!(
+            frame.get(12..14),
+            Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ethertype::ARP | ethertype::IPV6)
+        ) {
+            return;
+        }
         let suppress = self.vni_state(meta).is_some_and(|v| v.suppress);
         if !suppress && self.vips.is_empty() {
             return;
@@ -1403,9 +1414,6 @@ impl State {
             } else {
                 None
             }
-        };
-        let Some(frame) = received.frame.get(meta.inner.clone()) else {
-            return;
         };
         let start = output.generated.len();
         if let Some(request) = parse_arp_request(frame) {
