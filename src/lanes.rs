@@ -25,7 +25,7 @@ use crate::sync::{AtomicU32, Ordering};
 
 /// Four atomic words, aligned to 16 bytes so that one aligned vector load reads them.
 #[repr(C, align(16))]
-pub(crate) struct Lanes(pub(crate) [AtomicU32; 4]);
+pub(crate) struct Lanes([AtomicU32; 4]);
 
 impl Lanes {
     pub(crate) fn new() -> Lanes {

@@ -752,13 +752,12 @@ impl Switch {
     /// Gives an ARP or neighbour-discovery frame from the underlay to the resolver; true if
     /// it answered one of its probes (the frame is consumed).
     fn resolver_takes(&self, frame: &[u8], now: Instant) -> bool {
-        let Some(&[a, b]) = frame.get(12..14) else {
-            return false;
-        };
-        let ethertype = u16::from_be_bytes([a, b]);
         // ARP, or IPv6 carrying ICMPv6 directly.
-        let candidate = ethertype == ethertype::ARP
-            || (ethertype == ethertype::IPV6 && frame.get(20) == Some(&58));
+        let candidate = match ethertype_of(frame) {
+            Some(ethertype::ARP) => true,
+            Some(ethertype::IPV6) => frame.get(20) == Some(&58),
+            _ => false,
+        };
         if !candidate {
             return false;
         }
@@ -1395,10 +1394,7 @@ impl State {
         };
         // Only untagged ARP and IPv6 can be a request the parsers below accept: everything
         // else (nearly every frame) leaves here, before the VNI's settings are looked up.
-        if !matches!(
-            frame.get(12..14),
-            Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ethertype::ARP | ethertype::IPV6)
-        ) {
+        if !matches!(ethertype_of(frame), Some(ethertype::ARP | ethertype::IPV6)) {
             return;
         }
         let suppress = self.vni_state(meta).is_some_and(|v| v.suppress);
@@ -1468,20 +1464,17 @@ impl State {
         let Some(frame) = received.frame.get_mut(meta.inner.clone()) else {
             return;
         };
-        let l3 = match frame.get(12..14) {
-            Some(&[a, b]) => match u16::from_be_bytes([a, b]) {
-                ethertype::IPV4 | ethertype::IPV6 => ETHERNET_HEADER_LEN,
-                ethertype::VLAN => match frame.get(16..18) {
-                    Some(&[a, b])
-                        if matches!(
-                            u16::from_be_bytes([a, b]),
-                            ethertype::IPV4 | ethertype::IPV6
-                        ) =>
-                    {
-                        ETHERNET_HEADER_LEN + 4
-                    }
-                    _ => return,
-                },
+        let l3 = match ethertype_of(frame) {
+            Some(ethertype::IPV4 | ethertype::IPV6) => ETHERNET_HEADER_LEN,
+            Some(ethertype::VLAN) => match frame.get(16..18) {
+                Some(&[a, b])
+                    if matches!(
+                        u16::from_be_bytes([a, b]),
+                        ethertype::IPV4 | ethertype::IPV6
+                    ) =>
+                {
+                    ETHERNET_HEADER_LEN + 4
+                }
                 _ => return,
             },
             _ => return,
@@ -1731,11 +1724,17 @@ fn mac_at(frame: &[u8], at: usize) -> Option<EthernetAddress> {
     Some(EthernetAddress(bytes))
 }
 
+/// The EtherType field of `frame` (bytes 12..14: a tag's TPID if it is tagged).
+#[inline]
+fn ethertype_of(frame: &[u8]) -> Option<u16> {
+    match frame.get(12..14) {
+        Some(&[a, b]) => Some(u16::from_be_bytes([a, b])),
+        _ => None,
+    }
+}
+
 fn is_tagged(frame: &[u8]) -> bool {
-    matches!(
-        frame.get(12..14),
-        Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ethertype::VLAN | ethertype::QINQ)
-    )
+    matches!(ethertype_of(frame), Some(ethertype::VLAN | ethertype::QINQ))
 }
 
 #[cfg(test)]
