@@ -892,21 +892,80 @@ impl Fdb {
             .chunks(PREFETCH_AHEAD)
             .zip(out.chunks_mut(PREFETCH_AHEAD))
         {
-            let mut homes = [(Key::default(), None); PREFETCH_AHEAD];
-            for (&(vni, mac, _), slot) in sources.iter().zip(homes.iter_mut()) {
-                let key = Key::new(vni, mac);
-                let home = self.table.prefetch_home(key);
-                if let Some(home) = home {
-                    self.table.touch_last_seen(home.index());
-                }
-                *slot = (key, home);
+            // Only the home buckets' indices are kept between the passes: the key is cheaper
+            // to compute again than to store and load.
+            let mut homes = [0usize; PREFETCH_AHEAD];
+            for (&(vni, mac, _), home) in sources.iter().zip(homes.iter_mut()) {
+                let index = self.table.home(Key::new(vni, mac));
+                self.table.touch(index);
+                self.table.touch_last_seen(index);
+                *home = index;
             }
-            for ((&(vni, mac, from), &(key, home)), out) in
-                sources.iter().zip(homes.iter()).zip(out.iter_mut())
-            {
-                *out = self.learn_from(vni, mac, key, home, from, tick);
+            for ((source, &home), out) in sources.iter().zip(homes.iter()).zip(out.iter_mut()) {
+                let key = Key::new(source.0, source.1);
+                // The common outcomes are written as the constants they are; the rest comes
+                // from the general learn, out of line, which writes its outcome itself (a
+                // returned one made every outcome a copy of the whole enum through the stack).
+                match self.refresh_from(key, self.table.home_at(home), &source.2, tick) {
+                    Some(true) => *out = Learn::Refreshed,
+                    Some(false) => *out = Learn::Fresh,
+                    None => self.learn_general(source, tick, out),
+                }
             }
         }
+    }
+
+    /// The fast path of a learn: `Some` when the entry exists in its home bucket (or
+    /// further), points to `from` and is static or learned (then whether its last-seen tick
+    /// was stored); `None` for everything else, which [`Fdb::learn_from`] decides.
+    #[inline(always)]
+    fn refresh_from(
+        &self,
+        key: Key,
+        home: Option<Home<'_>>,
+        from: &Destination,
+        tick: u32,
+    ) -> Option<bool> {
+        // A multicast or zero source is refused even where a static entry holds it.
+        if key.is_invalid_source() {
+            return None;
+        }
+        let (at, value) = self.table.find_at(key, home?, |value| value)?;
+        if !self.points_to(value, from) {
+            return None;
+        }
+        if value.is_static {
+            return Some(false);
+        }
+        Some(self.refresh(at, tick) == Learn::Refreshed)
+    }
+
+    /// Whether an entry's `value` points to `from`. A port or an IPv4 VTEP is compared as the
+    /// word it is stored as; an IPv6 VTEP's word holds its interned number, so it is compared
+    /// decoded.
+    #[inline(always)]
+    fn points_to(&self, value: Value, from: &Destination) -> bool {
+        match *from {
+            Destination::Port(port) => value.kind == KIND_PORT && value.dest == port.0,
+            Destination::Vtep(IpAddr::V4(address)) => {
+                value.kind == KIND_IPV4 && value.dest == address.to_bits()
+            }
+            Destination::Vtep(IpAddr::V6(_)) => {
+                value.kind >= KIND_IPV6 && self.decode_ipv6(value.dest) == *from
+            }
+        }
+    }
+
+    /// [`Fdb::learn_from`] out of line, for what [`Fdb::refresh_from`] leaves, into `out`.
+    #[inline(never)]
+    fn learn_general(
+        &self,
+        &(vni, mac, from): &(Vni, EthernetAddress, Destination),
+        tick: u32,
+        out: &mut Learn,
+    ) {
+        let key = Key::new(vni, mac);
+        *out = self.learn_from(vni, mac, key, self.table.locate(key), from, tick);
     }
 
     /// [`Fdb::learn`] with the key, its home bucket and the tick computed.
@@ -928,16 +987,7 @@ impl Fdb {
         let found = home.and_then(|home| self.table.find_at(key, home, |value| value));
         match found {
             Some((at, value)) => {
-                // A port or an IPv4 VTEP is compared as the words it is stored as; an IPv6
-                // VTEP's words hold its interned number, so it is compared decoded.
-                let same = match from {
-                    Destination::Port(port) => value.kind == KIND_PORT && value.dest == port.0,
-                    Destination::Vtep(IpAddr::V4(address)) => {
-                        value.kind == KIND_IPV4 && value.dest == address.to_bits()
-                    }
-                    Destination::Vtep(IpAddr::V6(_)) => self.decode(value.kind, value.dest) == from,
-                };
-                if same {
+                if self.points_to(value, &from) {
                     return if value.is_static {
                         Learn::Fresh
                     } else {

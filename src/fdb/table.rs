@@ -76,6 +76,13 @@ impl Key {
         }
     }
 
+    /// A multicast (group bit set) or all-zero MAC: never a frame's source.
+    #[inline]
+    pub(super) fn is_invalid_source(self) -> bool {
+        // MAC byte 0 is the low byte of `high`; its lowest bit is the group bit.
+        self.high & 1 != 0 || (self.low == 0 && self.high & 0xFFFF == 0)
+    }
+
     pub(super) fn vni(self) -> Vni {
         Vni::from_u24_truncating((self.vni_high << 16) | (self.high >> 16))
     }
@@ -141,18 +148,12 @@ impl Value {
     }
 }
 
-/// A key's home bucket, found (and prefetched) by [`Table::locate`] ([`Table::prefetch_home`]).
+/// A key's home bucket, found by [`Table::locate`] or [`Table::home_at`] (and prefetched by
+/// [`Table::prefetch_home`]).
 #[derive(Clone, Copy)]
 pub(super) struct Home<'a> {
     bucket: &'a Bucket,
     index: usize,
-}
-
-impl Home<'_> {
-    /// The bucket's index (for [`Table::touch_last_seen`]).
-    pub(super) fn index(self) -> usize {
-        self.index
-    }
 }
 
 /// Where an entry lives: bucket and slot. Valid until the entry is removed.
@@ -365,6 +366,13 @@ impl Table {
         let home = self.locate(key)?;
         prefetch(home.bucket);
         Some(home)
+    }
+
+    /// Bucket `index` (a [`Table::home`]) as a [`Home`] for [`Table::find_at`].
+    #[inline]
+    pub(super) fn home_at(&self, index: usize) -> Option<Home<'_>> {
+        let bucket = self.buckets.get(index)?;
+        Some(Home { bucket, index })
     }
 
     /// The home bucket of `key` as a [`Home`] for [`Table::find_at`], not prefetched.

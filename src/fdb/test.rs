@@ -717,3 +717,42 @@ fn learn_batch_gives_what_learn_gives() {
         assert!(one.counters().refused_full > 0 || one.counters().refused_vtep_table_full > 0);
     }
 }
+
+#[test]
+fn learn_batch_drops_invalid_sources_that_have_static_entries() {
+    // A static entry may name a group MAC (a destination, never a source): learning from it
+    // is dropped as an invalid source, batched or not, even though the entry exists and points
+    // where the frame came from (the batch's fast path must not call it fresh). The unicast
+    // MACs with zero bytes in either key word are refreshed as usual.
+    let fdb = small(64);
+    let invalid = [
+        EthernetAddress([0xff; 6]),
+        EthernetAddress([0x01, 0x00, 0x5e, 0, 0, 1]),
+        EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+        EthernetAddress([0x01, 0, 0, 0, 0, 0]),
+        EthernetAddress([0; 6]),
+    ];
+    let valid = [
+        EthernetAddress([0, 0, 0, 0, 0, 1]),
+        EthernetAddress([0, 1, 0, 0, 0, 0]),
+        EthernetAddress([0x02, 0, 0, 0, 0, 0]),
+        EthernetAddress([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]),
+    ];
+    for (n, &m) in invalid.iter().chain(valid.iter()).enumerate() {
+        let to = if n % 2 == 0 { port(3) } else { v4(3) };
+        assert_eq!(fdb.insert_static(vni(7), m, to), Ok(None));
+        let mut out = [Learn::Disabled];
+        fdb.learn_batch(&[(vni(7), m, to)], secs(1), &mut out);
+        let expected = if invalid.contains(&m) {
+            Learn::Dropped(DropReason::FdbSourceMacInvalid)
+        } else {
+            Learn::Fresh
+        };
+        assert_eq!(out[0], expected, "{m}");
+        assert_eq!(fdb.learn(vni(7), m, to, secs(1)), expected, "{m}");
+    }
+    assert_eq!(
+        fdb.counters().invalid_source_dropped,
+        2 * invalid.len() as u64
+    );
+}
