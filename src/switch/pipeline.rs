@@ -335,7 +335,7 @@ impl<K: MapKey, V> SortedMap<K, V> {
 /// more (VNI, VTEP) pairs at once than it has slots ever sees often.
 #[derive(Debug)]
 struct TemplateCache {
-    slots: Vec<Option<((Vni, IpAddr), EncapTemplate)>>,
+    slots: Vec<Option<(TemplateKey, EncapTemplate)>>,
 }
 
 const TEMPLATE_CACHE_SLOTS: usize = 256;
@@ -346,17 +346,37 @@ impl TemplateCache {
             slots: (0..TEMPLATE_CACHE_SLOTS).map(|_| None).collect(),
         }
     }
+}
 
-    #[inline]
-    fn slot(vni: Vni, vtep: IpAddr) -> usize {
-        let address = match vtep {
-            IpAddr::V4(ip) => u64::from(ip.to_bits()),
-            IpAddr::V6(ip) => {
-                let bits = ip.to_bits();
-                (bits as u64) ^ ((bits >> 64) as u64)
-            }
+/// A template's (VNI, VTEP) as plain integers. An `IpAddr` key was compared as the enum it
+/// is: the caller's address went through the stack in narrow stores and came back in a wider
+/// load, which the processor cannot forward from the stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TemplateKey {
+    vni: u32,
+    ipv6: bool,
+    address: u128,
+}
+
+impl TemplateKey {
+    #[inline(always)]
+    fn new(vni: Vni, vtep: IpAddr) -> TemplateKey {
+        let (ipv6, address) = match vtep {
+            IpAddr::V4(ip) => (false, u128::from(ip.to_bits())),
+            IpAddr::V6(ip) => (true, ip.to_bits()),
         };
-        let key = address ^ (u64::from(vni.get()) << 40);
+        TemplateKey {
+            vni: vni.get(),
+            ipv6,
+            address,
+        }
+    }
+
+    /// The key's slot in the cache.
+    #[inline(always)]
+    fn slot(self) -> usize {
+        let address = (self.address as u64) ^ ((self.address >> 64) as u64);
+        let key = address ^ (u64::from(self.vni) << 40);
         (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % TEMPLATE_CACHE_SLOTS
     }
 }
@@ -977,8 +997,8 @@ impl Switch {
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
             if meta.verdict == Verdict::Pending {
                 let known = match looked_up.next_if(|&(&position, _)| position as usize == index) {
-                    Some((_, found)) => found.destination(),
-                    None => None,
+                    Some((_, found)) => found,
+                    None => &Found::NOTHING,
                 };
                 self.forward(index, received, meta, known, &mut forwarding);
             }
@@ -1028,13 +1048,15 @@ impl Switch {
     }
 
     /// Forwards one frame; `known` is the forwarding table's answer for its destination
-    /// (`None` for a destination not unicast, or not found).
+    /// ([`Found::NOTHING`] for a destination not unicast, or not found). Taken as the table
+    /// wrote it rather than as an `Option<Destination>`: building that enum and matching it
+    /// again went through the stack, with narrow stores read back by wider loads.
     fn forward(
         &self,
         index: usize,
         received: &Received<'_>,
         meta: &mut Meta,
-        known: Option<Destination>,
+        known: &Found,
         fwd: &mut Forwarding<'_>,
     ) {
         let frame = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
@@ -1048,23 +1070,29 @@ impl Switch {
         }
         let mut sent = 0usize;
         let mut last_error = DropReason::NoDestination;
-        match known {
-            Some(Destination::Port(port)) => {
+        match (known.port(), known.vtep()) {
+            (Some(port), _) => {
                 if Some(port) != ingress_port {
                     sent += usize::from(fwd.state.to_port(index, port, frame, meta, fwd.output));
                 }
             }
-            Some(Destination::Vtep(vtep)) => {
+            (None, Some(vtep)) => {
                 if ingress_port.is_none() {
                     meta.verdict = Verdict::Dropped(DropReason::SplitHorizon);
                     return;
                 }
-                match self.to_vtep(index, vtep, frame, meta, fwd) {
+                // An IPv4 VTEP through its own inlined copy, where the address stays in a
+                // register; an `IpAddr` of either family is built on the stack and read back.
+                let result = match known.ipv4_vtep() {
+                    Some(ipv4) => self.to_vtep(index, IpAddr::V4(ipv4), frame, meta, fwd),
+                    None => self.to_vtep_out_of_line(index, vtep, frame, meta, fwd),
+                };
+                match result {
                     Ok(()) => sent += 1,
                     Err(reason) => last_error = reason,
                 }
             }
-            None => {
+            (None, None) => {
                 self.fdb.flood_list(meta.vni, fwd.flood);
                 let flood = core::mem::take(fwd.flood);
                 for member in flood.iter() {
@@ -1076,7 +1104,7 @@ impl Switch {
                         }
                         // Split horizon: from the underlay, flood to local ports only.
                         Destination::Vtep(vtep) if ingress_port.is_some() => {
-                            match self.to_vtep(index, vtep, frame, meta, fwd) {
+                            match self.to_vtep_out_of_line(index, vtep, frame, meta, fwd) {
                                 Ok(()) => sent += 1,
                                 Err(reason) => last_error = reason,
                             }
@@ -1092,6 +1120,22 @@ impl Switch {
         }
     }
 
+    /// [`Switch::to_vtep`], called: for the flood loop and IPv6 VTEPs.
+    #[inline(never)]
+    fn to_vtep_out_of_line(
+        &self,
+        index: usize,
+        vtep: IpAddr,
+        frame: &[u8],
+        meta: &Meta,
+        fwd: &mut Forwarding<'_>,
+    ) -> Result<(), DropReason> {
+        self.to_vtep(index, vtep, frame, meta, fwd)
+    }
+
+    /// Encapsulates the frame towards `vtep`: one action for the underlay, its header from
+    /// the worker's template for (VNI, VTEP).
+    #[inline(always)]
     fn to_vtep(
         &self,
         index: usize,
@@ -1100,10 +1144,11 @@ impl Switch {
         meta: &Meta,
         fwd: &mut Forwarding<'_>,
     ) -> Result<(), DropReason> {
-        let slot = TemplateCache::slot(meta.vni, vtep);
+        let key = TemplateKey::new(meta.vni, vtep);
+        let slot = key.slot();
         let hit = matches!(
             fwd.templates.slots.get(slot),
-            Some(Some((key, _))) if *key == (meta.vni, vtep)
+            Some(Some((cached, _))) if *cached == key
         );
         if !hit {
             self.fill_template(slot, vtep, meta, fwd)?;
@@ -1178,7 +1223,7 @@ impl Switch {
             .slots
             .get_mut(slot)
             .ok_or(DropReason::NoDestination)?;
-        *cached = Some(((meta.vni, vtep), template));
+        *cached = Some((TemplateKey::new(meta.vni, vtep), template));
         Ok(())
     }
 }
