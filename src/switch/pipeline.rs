@@ -1120,7 +1120,8 @@ impl Switch {
         }
     }
 
-    /// [`Switch::to_vtep`], called: for the flood loop and IPv6 VTEPs.
+    /// [`Switch::to_vtep`] as a call rather than inlined: for the flood loop and IPv6 VTEPs
+    /// (one copy of its code, where the address is built in memory anyway).
     #[inline(never)]
     fn to_vtep_out_of_line(
         &self,
