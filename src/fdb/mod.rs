@@ -898,17 +898,19 @@ impl Fdb {
             .chunks(PREFETCH_AHEAD)
             .zip(out.chunks_mut(PREFETCH_AHEAD))
         {
-            // Only the home buckets' indices are kept between the passes: the key is cheaper
-            // to compute again than to store and load.
-            let mut homes = [0usize; PREFETCH_AHEAD];
+            // Each source's key and home bucket index, kept between the passes (24 bytes an
+            // entry; the whole `Home` and an `Option` around it cost more to zero and store).
+            let mut homes = [(Key::default(), 0usize); PREFETCH_AHEAD];
             for (&(vni, mac, _), home) in sources.iter().zip(homes.iter_mut()) {
-                let index = self.table.home(Key::new(vni, mac));
+                let key = Key::new(vni, mac);
+                let index = self.table.home(key);
                 self.table.touch(index);
                 self.table.touch_last_seen(index);
-                *home = index;
+                *home = (key, index);
             }
-            for ((source, &home), out) in sources.iter().zip(homes.iter()).zip(out.iter_mut()) {
-                let key = Key::new(source.0, source.1);
+            for ((source, &(key, home)), out) in
+                sources.iter().zip(homes.iter()).zip(out.iter_mut())
+            {
                 // The common outcomes are written as the constants they are; the rest comes
                 // from the general learn, out of line, which writes its outcome itself (a
                 // returned one made every outcome a copy of the whole enum through the stack).
