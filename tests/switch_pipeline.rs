@@ -1048,3 +1048,35 @@ fn local_destination_names_the_one_local_port_of_a_known_unicast() {
         None
     );
 }
+
+#[test]
+fn a_service_translates_a_datagram_behind_an_inner_vlan_tag() {
+    // VNI 200 carries inner tags: a tagged datagram to the VIP from its access port is
+    // translated behind the tag (the IPv4 header 4 bytes further on) and keeps the tag.
+    let mut config = config_with_service();
+    for settings in &mut config.vnis {
+        if settings.vni == vni(200) {
+            settings.carry_inner_vlan = true;
+        }
+    }
+    let switch = Switch::new(config).unwrap();
+    let mut worker = switch.worker();
+    let vip = Ipv4Addr::new(198, 19, 0, 100);
+    let mut f = frame(LbSettings::DEFAULT_VIRTUAL_MAC.0, mac(4));
+    f[30..34].copy_from_slice(&vip.octets());
+    f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    let out = run(&switch, &mut worker, Ingress::Port(PortId(4)), tagged(f, 7));
+    let underlay: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(egress, _)| *egress == Egress::Underlay)
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(underlay.len(), 1, "flooded to VTEP B: {out:?}");
+    let inner = &underlay[0][50..];
+    assert_eq!(inner[..6], mac(5), "to the backend's MAC");
+    assert_eq!(inner[12..16], [0x81, 0x00, 0, 7], "the inner tag stays");
+    assert_eq!(inner[34..38], [198, 19, 0, 5], "to the backend's address");
+    assert_eq!(inner[40..42], 8080u16.to_be_bytes(), "and port");
+}

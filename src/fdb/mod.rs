@@ -188,12 +188,6 @@ impl Found {
         (self.kind == FOUND_PORT).then_some(PortId(self.word))
     }
 
-    /// The remote VTEP, if the key was found behind an IPv4 one.
-    #[inline]
-    pub fn ipv4_vtep(&self) -> Option<Ipv4Addr> {
-        (self.kind == FOUND_IPV4).then_some(Ipv4Addr::from(self.word))
-    }
-
     /// The remote VTEP, if the key was found behind one.
     #[inline]
     pub fn vtep(&self) -> Option<IpAddr> {

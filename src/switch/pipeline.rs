@@ -1082,10 +1082,10 @@ impl Switch {
                     return;
                 }
                 // An IPv4 VTEP through its own inlined copy, where the address stays in a
-                // register; an `IpAddr` of either family is built on the stack and read back.
-                let result = match known.ipv4_vtep() {
-                    Some(ipv4) => self.to_vtep(index, IpAddr::V4(ipv4), frame, meta, fwd),
-                    None => self.to_vtep_out_of_line(index, vtep, frame, meta, fwd),
+                // register; an `IpAddr` passed on as either family went through the stack.
+                let result = match vtep {
+                    IpAddr::V4(ipv4) => self.to_vtep(index, IpAddr::V4(ipv4), frame, meta, fwd),
+                    IpAddr::V6(_) => self.to_vtep_out_of_line(index, vtep, frame, meta, fwd),
                 };
                 match result {
                     Ok(()) => sent += 1,
@@ -1512,15 +1512,9 @@ impl State {
         };
         let l3 = match ethertype_of(frame) {
             Some(ethertype::IPV4 | ethertype::IPV6) => ETHERNET_HEADER_LEN,
-            Some(ethertype::VLAN) => match frame.get(16..18) {
-                Some(&[a, b])
-                    if matches!(
-                        u16::from_be_bytes([a, b]),
-                        ethertype::IPV4 | ethertype::IPV6
-                    ) =>
-                {
-                    ETHERNET_HEADER_LEN + 4
-                }
+            // The tagged frame's own EtherType, 4 bytes further on.
+            Some(ethertype::VLAN) => match frame.get(4..).and_then(ethertype_of) {
+                Some(ethertype::IPV4 | ethertype::IPV6) => ETHERNET_HEADER_LEN + 4,
                 _ => return,
             },
             _ => return,
