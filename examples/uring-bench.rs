@@ -476,7 +476,8 @@ mod bench {
                     if contender == Rx::UringGro {
                         config = config.with_offloads();
                     } else {
-                        config.rx_buffers = arg("--rx-buffers", 4096.0) as u16;
+                        let buffers = arg("--rx-buffers", f64::from(config.rx_buffers));
+                        config.rx_buffers = buffers as u16;
                     }
                     config.defer_taskrun = contender == Rx::UringDeferred;
                     // The same socket buffer as the recvmmsg contender's.
