@@ -451,15 +451,14 @@ pub struct Worker {
     ident: IpIdent,
     templates: TemplateCache,
     metas: Vec<Meta>,
-    /// The sources of a batch to learn, and what learning them gave (in frame order, with
-    /// their frames' positions in `positions`).
+    /// The sources of a batch to learn, and what learning them gave (in frame order; a
+    /// frame's `Meta::learn` is its index here).
     sources: Vec<(Vni, EthernetAddress, Destination)>,
     learned: Vec<Learn>,
-    /// The unicast destinations of a batch to look up, and what was found (in frame order,
-    /// with their frames' positions in `positions`).
+    /// The unicast destinations of a batch to look up, and what was found (in frame order;
+    /// a frame's `Meta::lookup` is its index here).
     keys: Vec<(Vni, EthernetAddress)>,
     found: Vec<Found>,
-    positions: Vec<u32>,
     flood: FloodList,
     /// One load-balancer worker per VNI with services, in the order of `State::lbs`; `None`
     /// where the VNI's load balancer had no free worker slot.
@@ -486,6 +485,12 @@ struct Meta {
     port: u32,
     /// The VNI's index in `State::vnis` (and the worker's VNI counters), or `NONE`.
     vni_index: u32,
+    /// The index of its source in the worker's `sources` (and of the outcome in `learned`),
+    /// or `NONE` (nothing learned).
+    learn: u32,
+    /// The index of its destination's lookup in the worker's `found`, or `NONE` (not looked
+    /// up: not unicast, or not forwarded).
+    lookup: u32,
 }
 
 /// No index ([`Meta::port`], [`Meta::vni_index`]).
@@ -500,6 +505,8 @@ impl Meta {
             verdict: Verdict::Dropped(reason),
             port,
             vni_index: NONE,
+            learn: NONE,
+            lookup: NONE,
         }
     }
 
@@ -848,7 +855,6 @@ impl Switch {
             learned: Vec::new(),
             keys: Vec::new(),
             found: Vec::new(),
-            positions: Vec::new(),
             flood: self.fdb.flood_buffer(),
             lbs: lb_workers(Vec::new(), &state),
             state,
@@ -899,7 +905,6 @@ impl Switch {
             learned,
             keys,
             found,
-            positions,
             flood,
             lbs,
             ..
@@ -911,8 +916,7 @@ impl Switch {
         // Stage 1: classify (ARP/ND answers for the resolver are consumed here), and gather
         // the sources to learn.
         sources.clear();
-        positions.clear();
-        for (position, received) in batch.iter_mut().enumerate() {
+        for received in batch.iter_mut() {
             let mut meta = if received.ingress == Ingress::Underlay
                 && self.resolver_takes(received.frame, now)
             {
@@ -923,8 +927,8 @@ impl Switch {
             if meta.verdict == Verdict::Pending {
                 match mac_at(received.frame, meta.inner.start + 6) {
                     Some(src) => {
+                        meta.learn = sources.len() as u32;
                         sources.push((meta.vni, src, meta.from));
-                        positions.push(position as u32);
                     }
                     None => meta.verdict = Verdict::Dropped(DropReason::InnerTruncated),
                 }
@@ -936,14 +940,10 @@ impl Switch {
         learned.clear();
         learned.resize(sources.len(), Learn::Fresh);
         self.fdb.learn_batch(sources, now, learned);
-        for (&position, &outcome) in positions.iter().zip(learned.iter()) {
-            match outcome {
-                Learn::Dropped(reason) => {
-                    if let Some(meta) = metas.get_mut(position as usize) {
-                        meta.verdict = Verdict::Dropped(reason);
-                    }
-                }
-                Learn::Refused(reason) => counters.learn_refused.record(reason),
+        for meta in metas.iter_mut() {
+            match learned.get(meta.learn as usize) {
+                Some(Learn::Dropped(reason)) => meta.verdict = Verdict::Dropped(*reason),
+                Some(Learn::Refused(reason)) => counters.learn_refused.record(*reason),
                 _ => {}
             }
         }
@@ -967,16 +967,15 @@ impl Switch {
         // stages 3 and 4, which consume frames and rewrite destinations), with the table's
         // rolling prefetch.
         keys.clear();
-        positions.clear();
-        for (position, (received, meta)) in batch.iter().zip(metas.iter()).enumerate() {
+        for (received, meta) in batch.iter().zip(metas.iter_mut()) {
             if meta.verdict != Verdict::Pending {
                 continue;
             }
             let inner = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
             if let Some(dst) = mac_at(inner, 0) {
                 if dst.is_unicast() {
+                    meta.lookup = keys.len() as u32;
                     keys.push((meta.vni, dst));
-                    positions.push(position as u32);
                 }
             }
         }
@@ -991,15 +990,11 @@ impl Switch {
             flood,
             output,
         };
-        let mut looked_up = positions.iter().zip(found.iter()).peekable();
         // The frames' counters go in the same pass, each frame's verdict being final once
         // it has been forwarded.
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
             if meta.verdict == Verdict::Pending {
-                let known = match looked_up.next_if(|&(&position, _)| position as usize == index) {
-                    Some((_, found)) => found,
-                    None => &Found::NOTHING,
-                };
+                let known = found.get(meta.lookup as usize).unwrap_or(&Found::NOTHING);
                 self.forward(index, received, meta, known, &mut forwarding);
             }
             let dropped = match meta.verdict {
@@ -1135,7 +1130,8 @@ impl Switch {
     }
 
     /// Encapsulates the frame towards `vtep`: one action for the underlay, its header from
-    /// the worker's template for (VNI, VTEP).
+    /// the worker's template for (VNI, VTEP). A hit reads the cache slot once; a miss goes
+    /// out of line.
     #[inline(always)]
     fn to_vtep(
         &self,
@@ -1147,42 +1143,34 @@ impl Switch {
     ) -> Result<(), DropReason> {
         let key = TemplateKey::new(meta.vni, vtep);
         let slot = key.slot();
-        let hit = matches!(
-            fwd.templates.slots.get(slot),
-            Some(Some((cached, _))) if *cached == key
-        );
-        if !hit {
-            self.fill_template(slot, vtep, meta, fwd)?;
+        match fwd.templates.slots.get(slot) {
+            Some(Some((cached, template))) if *cached == key => encap_action(
+                index, template, frame, meta, fwd.state, fwd.ident, fwd.output,
+            ),
+            _ => self.to_vtep_missed(index, slot, vtep, frame, meta, fwd),
         }
+    }
+
+    /// [`Switch::to_vtep`] when the worker has no template for (VNI, VTEP) at `slot`: builds
+    /// it, then encapsulates with it.
+    #[cold]
+    #[inline(never)]
+    fn to_vtep_missed(
+        &self,
+        index: usize,
+        slot: usize,
+        vtep: IpAddr,
+        frame: &[u8],
+        meta: &Meta,
+        fwd: &mut Forwarding<'_>,
+    ) -> Result<(), DropReason> {
+        self.fill_template(slot, vtep, meta, fwd)?;
         let Some(Some((_, template))) = fwd.templates.slots.get(slot) else {
             return Err(DropReason::NoDestination);
         };
-        // Built where it stays (the header is written in place), and taken back on failure:
-        // one copy of the action fewer a frame.
-        let actions = &mut fwd.output.actions;
-        actions.push(Action {
-            egress: Egress::Underlay,
-            header: [0; MAX_ACTION_HEADER],
-            header_len: 0,
-            counter: NONE,
-            payload: Payload::Received {
-                index,
-                range: meta.inner.clone(),
-            },
-        });
-        let encapsulated = match actions.last_mut() {
-            Some(action) => template
-                .encap_header(frame, &mut action.header, fwd.ident)
-                .map(|len| action.header_len = len as u8),
-            None => Err(DropReason::NoDestination),
-        };
-        if let Err(reason) = encapsulated {
-            actions.pop();
-            if reason == DropReason::MtuExceeded {
-                too_big(template, frame, meta, fwd.state, fwd.output);
-            }
-        }
-        encapsulated
+        encap_action(
+            index, template, frame, meta, fwd.state, fwd.ident, fwd.output,
+        )
     }
 
     /// Builds the template towards `vtep` in `meta`'s VNI into the worker's cache, at `slot`
@@ -1227,6 +1215,46 @@ impl Switch {
         *cached = Some((TemplateKey::new(meta.vni, vtep), template));
         Ok(())
     }
+}
+
+/// Pushes the action that sends `frame` (the inner frame of batch entry `index`) to the
+/// underlay with `template`'s header, or, when the template refuses it, counts nothing and
+/// answers a frame too big for the underlay (see [`too_big`]).
+#[inline(always)]
+fn encap_action(
+    index: usize,
+    template: &EncapTemplate,
+    frame: &[u8],
+    meta: &Meta,
+    state: &State,
+    ident: &mut IpIdent,
+    output: &mut Output,
+) -> Result<(), DropReason> {
+    // Built where it stays (the header is written in place), and taken back on failure:
+    // one copy of the action fewer a frame.
+    output.actions.push(Action {
+        egress: Egress::Underlay,
+        header: [0; MAX_ACTION_HEADER],
+        header_len: 0,
+        counter: NONE,
+        payload: Payload::Received {
+            index,
+            range: meta.inner.clone(),
+        },
+    });
+    let encapsulated = match output.actions.last_mut() {
+        Some(action) => template
+            .encap_header(frame, &mut action.header, ident)
+            .map(|len| action.header_len = len as u8),
+        None => Err(DropReason::NoDestination),
+    };
+    if let Err(reason) = encapsulated {
+        output.actions.pop();
+        if reason == DropReason::MtuExceeded {
+            too_big(template, frame, meta, state, output);
+        }
+    }
+    encapsulated
 }
 
 /// Tells the sender of `frame`, which `template` refused as too big for the underlay, on its
@@ -1403,6 +1431,8 @@ impl State {
                     verdict: Verdict::Pending,
                     port: index,
                     vni_index: settings.index as u32,
+                    learn: NONE,
+                    lookup: NONE,
                 }
             }
             Ingress::Underlay => {
@@ -1424,6 +1454,8 @@ impl State {
                     verdict: Verdict::Pending,
                     port: NONE,
                     vni_index: settings.index as u32,
+                    learn: NONE,
+                    lookup: NONE,
                 }
             }
         }
