@@ -493,7 +493,7 @@ struct Meta {
     lookup: u32,
 }
 
-/// No index ([`Meta::port`], [`Meta::vni_index`]).
+/// No index ([`Meta::port`], [`Meta::vni_index`], [`Meta::learn`], [`Meta::lookup`]).
 const NONE: u32 = u32::MAX;
 
 impl Meta {
@@ -1218,8 +1218,8 @@ impl Switch {
 }
 
 /// Pushes the action that sends `frame` (the inner frame of batch entry `index`) to the
-/// underlay with `template`'s header, or, when the template refuses it, counts nothing and
-/// answers a frame too big for the underlay (see [`too_big`]).
+/// underlay with `template`'s header. When the template refuses the frame, the action is
+/// taken back, and the sender of a frame too big for the underlay is told ([`too_big`]).
 #[inline(always)]
 fn encap_action(
     index: usize,
