@@ -971,8 +971,9 @@ impl Switch {
             if meta.verdict != Verdict::Pending {
                 continue;
             }
-            let inner = received.frame.get(meta.inner.clone()).unwrap_or(&[]);
-            if let Some(dst) = mac_at(inner, 0) {
+            // The destination MAC opens the inner frame (`forward` checks the inner range
+            // again before it sends anything).
+            if let Some(dst) = mac_at(received.frame, meta.inner.start) {
                 if dst.is_unicast() {
                     meta.lookup = keys.len() as u32;
                     keys.push((meta.vni, dst));
