@@ -875,6 +875,10 @@ impl Fdb {
     /// is learned. Sources beyond `out.len()` (or positions of `out` beyond
     /// `sources.len()`) are left alone.
     ///
+    /// Returns how many outcomes are neither [`Learn::Refreshed`] nor [`Learn::Fresh`]: when
+    /// it is zero (the steady state), a caller looking for drops and refusals need not read
+    /// `out`.
+    ///
     /// Groups rather than [`Fdb::lookup_batch`]'s rolling prefetch: learning mostly refreshes
     /// the entries of the active senders, which are in the cache, and there the simpler loop
     /// was faster (`fdb_learn/refresh_existing`, three alternating runs each: 21-25 ns per
@@ -884,8 +888,9 @@ impl Fdb {
         sources: &[(Vni, EthernetAddress, Destination)],
         now: Instant,
         out: &mut [Learn],
-    ) {
+    ) -> usize {
         let tick = self.ticker.tick(now);
+        let mut other = 0;
         let n = sources.len().min(out.len());
         let (sources, out) = (&sources[..n], &mut out[..n]);
         for (sources, out) in sources
@@ -911,10 +916,11 @@ impl Fdb {
                 match self.refresh_from(key, self.table.home_at(home), &source.2, tick) {
                     Some(true) => *out = Learn::Refreshed,
                     Some(false) => *out = Learn::Fresh,
-                    None => self.learn_general(source, tick, out),
+                    None => self.learn_general(source, tick, out, &mut other),
                 }
             }
         }
+        other
     }
 
     /// The fast path of a learn: `Some` when the entry exists in its home bucket (or
@@ -958,16 +964,20 @@ impl Fdb {
         }
     }
 
-    /// [`Fdb::learn_from`] out of line, for what [`Fdb::refresh_from`] leaves, into `out`.
+    /// [`Fdb::learn_from`] out of line, for what [`Fdb::refresh_from`] leaves, into `out`;
+    /// counts an outcome other than a refresh in `other` (here, not in the caller's loop,
+    /// where the count took a register the fast path needed).
     #[inline(never)]
     fn learn_general(
         &self,
         &(vni, mac, from): &(Vni, EthernetAddress, Destination),
         tick: u32,
         out: &mut Learn,
+        other: &mut usize,
     ) {
         let key = Key::new(vni, mac);
         *out = self.learn_from(vni, mac, key, self.table.locate(key), from, tick);
+        *other += usize::from(!matches!(out, Learn::Refreshed | Learn::Fresh));
     }
 
     /// [`Fdb::learn`] with the key, its home bucket and the tick computed.

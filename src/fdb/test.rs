@@ -704,8 +704,13 @@ fn learn_batch_gives_what_learn_gives() {
             .map(|&(v, m, to)| one.learn(v, m, to, now))
             .collect();
         let mut out = vec![Learn::Disabled; len];
-        batched.learn_batch(&sources, now, &mut out);
+        let other = batched.learn_batch(&sources, now, &mut out);
         assert_eq!(out, expected, "round {round}");
+        let not_refreshed = expected
+            .iter()
+            .filter(|outcome| !matches!(outcome, Learn::Refreshed | Learn::Fresh))
+            .count();
+        assert_eq!(other, not_refreshed, "round {round}");
         if round % 10 == 9 {
             assert_eq!(one.age(now), batched.age(now));
         }

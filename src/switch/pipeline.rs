@@ -939,12 +939,15 @@ impl Switch {
         // of them at a time, hashing each key once).
         learned.clear();
         learned.resize(sources.len(), Learn::Fresh);
-        self.fdb.learn_batch(sources, now, learned);
-        for meta in metas.iter_mut() {
-            match learned.get(meta.learn as usize) {
-                Some(Learn::Dropped(reason)) => meta.verdict = Verdict::Dropped(*reason),
-                Some(Learn::Refused(reason)) => counters.learn_refused.record(*reason),
-                _ => {}
+        // Outcomes other than a refresh are rare once the senders are known: the frames are
+        // looked through for drops and refusals only when there are any.
+        if self.fdb.learn_batch(sources, now, learned) > 0 {
+            for meta in metas.iter_mut() {
+                match learned.get(meta.learn as usize) {
+                    Some(Learn::Dropped(reason)) => meta.verdict = Verdict::Dropped(*reason),
+                    Some(Learn::Refused(reason)) => counters.learn_refused.record(*reason),
+                    _ => {}
+                }
             }
         }
         // Stage 3: answer ARP / ND for known neighbours and VIPs.
