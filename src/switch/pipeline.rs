@@ -937,8 +937,12 @@ impl Switch {
         }
         // Stage 2: learn the sources, as one batch (the forwarding table prefetches a group
         // of them at a time, hashing each key once).
-        learned.clear();
-        learned.resize(sources.len(), Learn::Fresh);
+        // The batch learn writes every outcome, so the vector is only grown, never refilled
+        // (what lies beyond this batch's sources is never read).
+        if learned.len() < sources.len() {
+            learned.resize(sources.len(), Learn::Fresh);
+        }
+        let learned = learned.get_mut(..sources.len()).unwrap_or(&mut []);
         // Outcomes other than a refresh are rare once the senders are known: the frames are
         // looked through for drops and refusals only when there are any.
         if self.fdb.learn_batch(sources, now, learned) > 0 {
@@ -983,8 +987,11 @@ impl Switch {
                 }
             }
         }
-        found.clear();
-        found.resize(keys.len(), Found::NOTHING);
+        // As `learned`: every answer is written, and only this batch's are read.
+        if found.len() < keys.len() {
+            found.resize(keys.len(), Found::NOTHING);
+        }
+        let found = found.get_mut(..keys.len()).unwrap_or(&mut []);
         self.fdb.lookup_batch(keys, found);
         let mut forwarding = Forwarding {
             now,
