@@ -260,11 +260,11 @@ impl<'f> TcpSegmenter<'f> {
     }
 }
 
-/// Cuts a UDP-tunnel super-frame: Ethernet, IPv4 or IPv6, UDP, an 8-byte VXLAN header, then
-/// an inner TCP super-frame, as a kernel VTEP hands VXLAN-encapsulated TCP to a veth underlay
-/// (AF_PACKET flags it as TCP GSO: the inner TCP's). As the kernel's
-/// `skb_udp_tunnel_segment` does, each segment is the outer headers followed by one segment
-/// of the inner frame ([`TcpSegmenter`]), with the outer lengths, the IPv4 identification and
+/// Cuts a UDP-tunnel super-frame: Ethernet (up to two VLAN tags), IPv4 (options allowed, not
+/// a fragment) or IPv6, UDP, an 8-byte VXLAN header, then an inner TCP super-frame, as a
+/// kernel VTEP hands VXLAN-encapsulated TCP to a veth underlay (AF_PACKET flags it as TCP
+/// GSO: the inner TCP's). As the kernel's `skb_udp_tunnel_segment` does, each segment is the
+/// outer headers followed by one segment of the inner frame ([`TcpSegmenter`]), with the outer lengths, the IPv4 identification and
 /// header checksum, and the UDP checksum (computed unless it was 0 over IPv4) made right.
 #[derive(Debug, Clone)]
 pub struct TunnelSegmenter<'f> {
@@ -283,18 +283,22 @@ impl<'f> TunnelSegmenter<'f> {
     /// Reads the outer headers of `frame` and the inner TCP super-frame's, for inner
     /// segments of `mss` payload bytes.
     pub fn new(frame: &'f [u8], mss: u16) -> Result<TunnelSegmenter<'f>, GsoError> {
-        let ip = 14;
-        let (ipv6, udp) = match read_u16(frame, 12)? {
-            0x0800 if frame.get(ip + 9) == Some(&17) => {
-                let ihl = frame.get(ip).ok_or(GsoError::Truncated)? & 0x0f;
-                (false, ip + usize::from(ihl) * 4)
-            }
-            0x86dd if frame.get(ip + 6) == Some(&17) => (true, ip + 40),
-            _ => return Err(GsoError::NotTcp),
-        };
+        // The outer headers read as every segmenter reads its own (VLAN tags, IPv4 options;
+        // a wrong version or header length, a fragment or lengths past the frame refused
+        // here, not part-way through the segments). A frame not UDP is not a tunnel's.
+        let IpLayout {
+            ip,
+            transport: udp,
+            end,
+            ipv6,
+            ..
+        } = locate(frame, frame.len(), 17).map_err(|error| match error {
+            GsoError::NotUdp => GsoError::NotTcp,
+            error => error,
+        })?;
         let inner_at = udp + 8 + 8;
         let zero_checksum = !ipv6 && read_u16(frame, udp + 6)? == 0;
-        let inner = TcpSegmenter::new(frame.get(inner_at..).ok_or(GsoError::Truncated)?, mss)?;
+        let inner = TcpSegmenter::new(frame.get(inner_at..end).ok_or(GsoError::Truncated)?, mss)?;
         Ok(TunnelSegmenter {
             frame,
             ipv6,
@@ -568,6 +572,151 @@ mod test {
                 0xffff_fff0u32.wrapping_add(4344)
             ]
         );
+    }
+
+    /// `inner` in VXLAN (VNI 5) over UDP from port 49152 to 4789, over IPv4 or IPv6, built
+    /// with etherparse; the IPv4 UDP checksum left 0 when `zero_checksum`.
+    fn vxlan(ipv6: bool, inner: &[u8], zero_checksum: bool) -> Vec<u8> {
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]);
+        let ip = if ipv6 {
+            eth.ipv6(
+                [0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            eth.ipv4([198, 18, 1, 1], [198, 18, 1, 2], 64)
+        };
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 5, 0];
+        payload.extend_from_slice(inner);
+        let mut frame = Vec::new();
+        ip.udp(49152, 4789).write(&mut frame, &payload).unwrap();
+        if zero_checksum && !ipv6 {
+            frame[40..42].fill(0);
+        }
+        frame
+    }
+
+    /// Every datagram parsed by etherparse: the outer lengths and checksums (IPv4 header, UDP
+    /// unless it was 0), the IPv4 identification counting up, the inner TCP segment whole,
+    /// with its checksum; the inner payloads put together give the original.
+    fn check_tunnel(ipv6: bool, zero_checksum: bool) {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        let inner = super_frame(false, "P", &payload);
+        let frame = vxlan(ipv6, &inner, zero_checksum);
+        let mut segmenter = TunnelSegmenter::new(&frame, 1448).unwrap();
+        assert_eq!(segmenter.segment_count(), 4);
+        let mut out = vec![0u8; segmenter.max_segment_len()];
+        let mut joined = Vec::new();
+        let mut index = 0u16;
+        while let Some(len) = segmenter.next_into(&mut out) {
+            let datagram = &out[..len];
+            let outer = etherparse::SlicedPacket::from_ethernet(datagram).unwrap();
+            let Some(etherparse::TransportSlice::Udp(udp)) = outer.transport else {
+                panic!("UDP")
+            };
+            assert_eq!(usize::from(udp.length()), udp.slice().len());
+            let expected_udp = match &outer.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => {
+                    let header = ip.header().to_header();
+                    assert_eq!(header.header_checksum, header.calc_header_checksum());
+                    assert_eq!(header.identification, index);
+                    assert_eq!(usize::from(header.total_len), len - 14);
+                    if zero_checksum {
+                        0
+                    } else {
+                        udp.to_header()
+                            .calc_checksum_ipv4(&header, udp.payload())
+                            .unwrap()
+                    }
+                }
+                Some(etherparse::NetSlice::Ipv6(ip)) => udp
+                    .to_header()
+                    .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
+                    .unwrap(),
+                _ => panic!("IP"),
+            };
+            assert_eq!(
+                udp.checksum(),
+                expected_udp,
+                "UDP checksum of datagram {index}"
+            );
+            let vxlan_payload = udp.payload();
+            assert_eq!(vxlan_payload[..8], [0x08, 0, 0, 0, 0, 0, 5, 0]);
+            let inner = etherparse::SlicedPacket::from_ethernet(&vxlan_payload[8..]).unwrap();
+            let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(tcp))) =
+                (&inner.net, &inner.transport)
+            else {
+                panic!("inner IPv4 TCP")
+            };
+            let header = ip.header().to_header();
+            let expected_tcp = tcp
+                .to_header()
+                .calc_checksum_ipv4(&header, tcp.payload())
+                .unwrap();
+            assert_eq!(
+                tcp.checksum(),
+                expected_tcp,
+                "inner TCP checksum of {index}"
+            );
+            joined.extend_from_slice(tcp.payload());
+            index += 1;
+        }
+        assert_eq!(index, 4);
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
+    fn segments_vxlan_over_ipv4() {
+        check_tunnel(false, false);
+        check_tunnel(false, true);
+    }
+
+    #[test]
+    fn segments_vxlan_over_ipv6() {
+        check_tunnel(true, false);
+    }
+
+    #[test]
+    fn tunnel_frames_with_a_malformed_outer_ipv4_header_are_refused() {
+        let inner = super_frame(false, "", &[7u8; 3000]);
+        let frame = vxlan(false, &inner, false);
+        // A header length under 20 bytes, another IP version, a fragment: refused up front,
+        // not part-way through the segments.
+        for (at, value) in [(14, 0x44u8), (14, 0x43), (14, 0x55), (20, 0x20), (21, 0x01)] {
+            let mut bad = frame.clone();
+            bad[at] = value;
+            assert!(
+                TunnelSegmenter::new(&bad, 1448).is_err(),
+                "byte {at} = {value:#04x} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn tunnel_frames_keep_an_outer_vlan_tag() {
+        let inner = super_frame(false, "", &[3u8; 3000]);
+        let mut frame = vxlan(false, &inner, false);
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x0b]);
+        let mut segmenter = TunnelSegmenter::new(&frame, 1448).unwrap();
+        assert_eq!(segmenter.segment_count(), 3);
+        let mut out = vec![0u8; segmenter.max_segment_len()];
+        let mut count = 0;
+        while let Some(len) = segmenter.next_into(&mut out) {
+            assert_eq!(out[12..16], [0x81, 0x00, 0x00, 0x0b]);
+            // Without the tag, an IPv4 VXLAN datagram etherparse reads as valid.
+            let mut untagged = out[..len].to_vec();
+            untagged.drain(12..16);
+            let parsed = etherparse::SlicedPacket::from_ethernet(&untagged).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = parsed.net else {
+                panic!("IPv4")
+            };
+            let header = ip.header().to_header();
+            assert_eq!(header.header_checksum, header.calc_header_checksum());
+            assert_eq!(usize::from(header.total_len), untagged.len() - 14);
+            count += 1;
+        }
+        assert_eq!(count, 3);
     }
 
     #[test]
