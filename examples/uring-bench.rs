@@ -3,13 +3,20 @@
 //! second, with and without UDP GSO/GRO, a few repetitions, medians and ratios.
 //!
 //! ```text
-//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX] [--sleep] [--rps]
+//! sudo cargo run --release --features io-uring --example uring-bench -- [--reps 5] [--secs 1.5] [--filter RX] [--sleep] [--rps] [--pace MPPS]
 //! ```
 //!
 //! `--rps`: Receive Packet Steering to CPU 1 on both veth ends. A veth otherwise runs the
 //! receiving end's softirq in the sender's context, on the sender's core; with it, each
 //! end's receive work runs on CPU 1, as it would with a NIC queue whose interrupts go to the
 //! receiving worker's core (RX), and the sender's core no longer pays its sink's receive (TX).
+//!
+//! `--pace MPPS`: the RX peer sends at most MPPS million datagrams a second (by default as
+//! fast as it can). Without RPS the peer's core does the receive work of every datagram and
+//! is the limit, whatever the contender; with `--rps` and a GSO peer unpaced, CPU 1's
+//! softirq takes every cycle and no receiver gets any (receive livelock). `--rps --pace`
+//! puts the receive work and the contender on one core with an offered load the core can
+//! almost take: then what the contender costs a datagram decides what it receives.
 //!
 //! It creates two network namespaces (`sy-ubench-PID-a`, `-b`) joined by a veth pair with
 //! addresses from 198.18.0.0/15, and removes them at the end (also after a panic). Nothing is
@@ -196,6 +203,21 @@ mod bench {
     /// `sendmmsg` of `BATCH` copies of one datagram to `to`, or with `gso` one `sendmsg` of
     /// `BATCH` segments. Until `stop`, adding to `count` the datagrams sent.
     fn blast(socket: &Socket, to: SocketAddr, gso: bool, count: &AtomicU64, stop: &AtomicBool) {
+        // `--pace`: before each send, wait (spinning, on the peer's own core) until the
+        // schedule of PACE datagrams a second allows it.
+        let pace = f64::from_bits(PACE.load(Ordering::Relaxed));
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut wait = |batch: u64| {
+            if pace > 0.0 {
+                while sent as f64 > start.elapsed().as_secs_f64() * pace
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    std::hint::spin_loop();
+                }
+                sent += batch;
+            }
+        };
         let name = SockAddr::from(to);
         let mut data = payload().repeat(BATCH);
         let mut iovs: Vec<libc::iovec> = (0..BATCH)
@@ -225,6 +247,7 @@ mod bench {
             msghdr.msg_control = control.0.as_mut_ptr().cast();
             msghdr.msg_controllen = 24;
             while !stop.load(Ordering::Relaxed) {
+                wait(BATCH as u64);
                 // SAFETY: the msghdr and what it points to live across the call.
                 if unsafe { libc::sendmsg(socket.as_raw_fd(), &msghdr, 0) } > 0 {
                     count.fetch_add(BATCH as u64, Ordering::Relaxed);
@@ -244,6 +267,7 @@ mod bench {
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
+                wait(BATCH as u64);
                 // SAFETY: BATCH valid mmsghdrs pointing at live buffers.
                 let n = unsafe {
                     libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0)
@@ -455,6 +479,10 @@ mod bench {
     /// Contenders sleep when idle (`--sleep`): blocking `recvmmsg`, `poll` on the ring.
     static SLEEP: AtomicBool = AtomicBool::new(false);
 
+    /// The RX peer's rate limit in datagrams a second (`--pace`, in Mpps), as `f64` bits; 0
+    /// for none.
+    static PACE: AtomicU64 = AtomicU64::new(0);
+
     /// (delivered to the contender, sent by the peer, contender CPU ns per packet).
     fn rx_trial(lab: &Lab, secs: f64, contender: Rx, peer_gso: bool) -> (f64, f64, f64) {
         let local = SocketAddr::new(IpAddr::V4(A), PORT);
@@ -599,6 +627,7 @@ mod bench {
         let sleep = std::env::args().any(|a| a == "--sleep");
         SLEEP.store(sleep, Ordering::Relaxed);
         let rps = std::env::args().any(|a| a == "--rps");
+        PACE.store((arg("--pace", 0.0) * 1e6).to_bits(), Ordering::Relaxed);
         let lab = Lab::new(rps);
         println!(
             "uring-bench: {PAYLOAD}-byte UDP payloads over veth, {reps} repetitions of {secs} s, \
