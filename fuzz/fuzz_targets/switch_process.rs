@@ -3,41 +3,64 @@
 //! every action must be well formed (a payload inside its frame, a header no longer than the
 //! outer headers).
 //!
-//! Input: a sequence of records `[ingress, length, bytes...]`: `ingress` picks one of the
-//! ports 0..=10 (0 and 10 are unconfigured, 9 is a trunk) or, at 11 and above, the underlay;
-//! `length` bytes follow (fewer at the end of the input). Records are processed in batches of
-//! up to eight; the clock advances one second per batch.
+//! Input: a configuration byte, then a sequence of records `[ingress, length, bytes...]`:
+//! `ingress` picks one of the ports 0..=10 (0 and 10 are unconfigured, 9 is a trunk) or, at
+//! 11 and above, the underlay; `length` bytes follow (fewer at the end of the input). Records
+//! are processed in batches of up to eight; the clock advances one second per batch, and the
+//! switch's timers (`Switch::poll`) run after each. The configuration byte's bits: 0, the
+//! underlay's next hops resolved with ARP/ND (which then reads what arrives from the
+//! underlay as answers to its probes) instead of fixed; 1, an IPv6 underlay; 2, port security
+//! on ports 1 and 2; 3, a reconfiguration every fourth batch, back and forth between this
+//! configuration and one with bits 0 and 2 flipped (and bit 1 too when bit 4 is set), with
+//! the traffic's state (learned entries, tracked flows) in place. A refused change must leave
+//! the generation as it was, an accepted one advance it by one.
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::fdb::{Destination, FdbConfig};
 use switchyard::lb::{Backend, ConnTrackConfig, Protocol, ServiceConfig, ServiceKey, TableSize};
 use switchyard::switch::ServiceSettings;
 use switchyard::switch::{
-    Egress, Ingress, Neighbor, Output, Payload, PortConfig, PortMode, Received, StaticEntry,
-    Switch, SwitchConfig, UnderlayConfig, VniSettings, MAX_ACTION_HEADER,
+    Egress, Ingress, Neighbor, NextHop, Output, Payload, PortConfig, PortMode, PortSecurity,
+    Received, StaticEntry, Switch, SwitchConfig, UnderlayConfig, VniSettings, MAX_ACTION_HEADER,
 };
 use switchyard::time::Instant;
 use switchyard::tunnel::{DecapConfig, EncapConfig};
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
 
-fn config() -> SwitchConfig {
+fn config(variant: u8) -> SwitchConfig {
+    let (resolve, ipv6, secure) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
     let v = |n| Vni::new(n).unwrap();
-    let remote = |n| IpAddr::V4(Ipv4Addr::new(198, 18, 0, n));
+    let remote = |n: u8| {
+        if ipv6 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(n)))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, n))
+        }
+    };
     let mut v100 = VniSettings::new(v(100), vec![remote(2), remote(3)]);
     v100.suppress_arp_nd = true;
-    let mut v200 = VniSettings::new(v(200), vec![remote(2)]);
+    let mut v200 = VniSettings::new(v(200), vec![remote(2), remote(40)]);
     v200.carry_inner_vlan = true;
     SwitchConfig {
         underlay: UnderlayConfig {
             local_ip: remote(1),
             local_mac: EthernetAddress([2, 0xee, 0, 0, 0, 1]),
-            next_hop: switchyard::switch::NextHop::Static {
-                default: EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
-                per_vtep: Vec::new(),
+            // Resolved: VTEPs 2, 3 and the gateway (14) on the link, the rest (40) through it.
+            next_hop: if resolve {
+                NextHop::Resolve {
+                    prefix_len: if ipv6 { 124 } else { 28 },
+                    gateway: Some(remote(14)),
+                    supplied: Vec::new(),
+                }
+            } else {
+                NextHop::Static {
+                    default: EthernetAddress([2, 0xee, 0, 0, 0, 0xff]),
+                    per_vtep: Vec::new(),
+                }
             },
             encap: EncapConfig::default(),
             decap: DecapConfig::default(),
@@ -46,7 +69,13 @@ fn config() -> SwitchConfig {
             .map(|p| PortConfig {
                 id: PortId(p),
                 mode: PortMode::Access(if p <= 4 { v(100) } else { v(200) }),
-                security: None,
+                security: (secure && p <= 2).then(|| PortSecurity {
+                    macs: vec![EthernetAddress([2, 0, 0, 0, 0, p as u8])],
+                    ips: vec![
+                        IpAddr::V4(Ipv4Addr::new(198, 19, 0, p as u8)),
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, p as u16)),
+                    ],
+                }),
             })
             .chain([PortConfig {
                 id: PortId(9),
@@ -108,11 +137,14 @@ fn config() -> SwitchConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let switch = Switch::new(config()).expect("a valid configuration");
+    let Some((&variant, mut rest)) = data.split_first() else {
+        return;
+    };
+    let switch = Switch::new(config(variant)).expect("a valid configuration");
     let mut worker = switch.worker();
     let mut output = Output::default();
+    let mut timers = Output::default();
     let mut records: Vec<(Ingress, Vec<u8>)> = Vec::new();
-    let mut rest = data;
     while let [ingress, length, tail @ ..] = rest {
         let take = usize::from(*length).min(tail.len());
         let ingress = match *ingress {
@@ -122,7 +154,20 @@ fuzz_target!(|data: &[u8]| {
         records.push((ingress, tail[..take].to_vec()));
         rest = &tail[take..];
     }
+    let flip = 0b101 | if variant & 0x10 != 0 { 0b10 } else { 0 };
     for (second, chunk) in records.chunks_mut(8).enumerate() {
+        if variant & 8 != 0 && second % 4 == 3 {
+            let to = if (second / 4) % 2 == 0 {
+                variant ^ flip
+            } else {
+                variant
+            };
+            let generation = switch.generation();
+            match switch.reconfigure(config(to)) {
+                Ok(_) => assert_eq!(switch.generation(), generation + 1),
+                Err(_) => assert_eq!(switch.generation(), generation),
+            }
+        }
         let mut batch: Vec<Received<'_>> = chunk
             .iter_mut()
             .map(|(ingress, frame)| Received {
@@ -131,12 +176,8 @@ fuzz_target!(|data: &[u8]| {
             })
             .collect();
         let lens: Vec<usize> = batch.iter().map(|r| r.frame.len()).collect();
-        switch.process(
-            &mut worker,
-            &mut batch,
-            Instant::from_secs(second as u64),
-            &mut output,
-        );
+        let now = Instant::from_secs(second as u64);
+        switch.process(&mut worker, &mut batch, now, &mut output);
         let c = &worker.counters;
         assert_eq!(c.received, c.forwarded + c.dropped.total() + c.consumed);
         for action in &output.actions {
@@ -155,6 +196,15 @@ fuzz_target!(|data: &[u8]| {
                     "sent to an unconfigured {port:?}"
                 );
             }
+        }
+        // The timers: ageing, and the resolver's probes, generated frames to the underlay.
+        switch.poll(now, &mut timers);
+        for action in &timers.actions {
+            assert_eq!(action.egress, Egress::Underlay);
+            let Payload::Generated(range) = &action.payload else {
+                panic!("a probe that is not generated");
+            };
+            assert!(range.start < range.end && range.end <= timers.generated.len());
         }
     }
 });
