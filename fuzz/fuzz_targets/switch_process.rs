@@ -10,7 +10,7 @@
 //! switch's timers (`Switch::poll`) run after each. The configuration byte's bits: 0, the
 //! underlay's next hops resolved with ARP/ND (which then reads what arrives from the
 //! underlay as answers to its probes) instead of fixed; 1, an IPv6 underlay; 2, port security
-//! on ports 1 and 2; 3, a reconfiguration every fourth batch, back and forth between this
+//! on ports 1 and 2 and a second backend for the services; 3, a reconfiguration every fourth batch, back and forth between this
 //! configuration and one with bits 0 and 2 flipped (and bit 1 too when bit 4 is set), with
 //! the traffic's state (learned entries, tracked flows) in place. A refused change must leave
 //! the generation as it was, an accepted one advance it by one.
@@ -100,6 +100,11 @@ fn config(variant: u8) -> SwitchConfig {
                 ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 5)),
                 mac: EthernetAddress([2, 0, 0, 0, 0, 5]),
             },
+            Neighbor {
+                vni: v(200),
+                ip: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 6)),
+                mac: EthernetAddress([2, 0, 0, 0, 0, 6]),
+            },
         ],
         // Small bounds, for fast runs (each builds its switch) and reachable limits.
         fdb: FdbConfig {
@@ -118,9 +123,14 @@ fn config(variant: u8) -> SwitchConfig {
                 key: ServiceKey::new("198.19.0.100:80".parse().expect("an address"), protocol),
                 service: ServiceConfig {
                     table_size: TableSize::new(31).expect("a prime"),
-                    ..ServiceConfig::new(vec![Backend::new(
-                        "198.19.0.5:8080".parse().expect("an address"),
-                    )])
+                    // With bit 2, a second backend: a reconfiguration adds or removes it, with
+                    // tracked flows on both.
+                    ..ServiceConfig::new(
+                        ["198.19.0.5:8080", "198.19.0.6:8080"][..if secure { 2 } else { 1 }]
+                            .iter()
+                            .map(|a| Backend::new(a.parse().expect("an address")))
+                            .collect(),
+                    )
                 },
             })
             .to_vec(),
