@@ -1476,17 +1476,23 @@ impl State {
     /// Answers an ARP request or neighbour solicitation from a local port for a neighbour the
     /// VNI knows, when the VNI suppresses: the reply goes back to the ingress port.
     fn answer(&self, received: &Received<'_>, meta: &mut Meta, output: &mut Output) {
+        // Only untagged ARP and IPv6 can be a request the parsers below accept: everything
+        // else (nearly every frame) leaves here first, on one load of its EtherType.
+        let start = meta.inner.start;
+        let kind = received
+            .frame
+            .get(start + 12..start + 14)
+            .and_then(|bytes| <[u8; 2]>::try_from(bytes).ok())
+            .map(u16::from_be_bytes);
+        if !matches!(kind, Some(ethertype::ARP | ethertype::IPV6)) {
+            return;
+        }
         let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
             return;
         };
         let Some(frame) = received.frame.get(meta.inner.clone()) else {
             return;
         };
-        // Only untagged ARP and IPv6 can be a request the parsers below accept: everything
-        // else (nearly every frame) leaves here, before the VNI's settings are looked up.
-        if !matches!(ethertype_of(frame), Some(ethertype::ARP | ethertype::IPV6)) {
-            return;
-        }
         let suppress = self.vni_state(meta).is_some_and(|v| v.suppress);
         if !suppress && self.vips.is_empty() {
             return;
