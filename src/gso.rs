@@ -264,8 +264,9 @@ impl<'f> TcpSegmenter<'f> {
 /// a fragment) or IPv6, UDP, an 8-byte VXLAN header, then an inner TCP super-frame, as a
 /// kernel VTEP hands VXLAN-encapsulated TCP to a veth underlay (AF_PACKET flags it as TCP
 /// GSO: the inner TCP's). As the kernel's `skb_udp_tunnel_segment` does, each segment is the
-/// outer headers followed by one segment of the inner frame ([`TcpSegmenter`]), with the outer lengths, the IPv4 identification and
-/// header checksum, and the UDP checksum (computed unless it was 0 over IPv4) made right.
+/// outer headers followed by one segment of the inner frame ([`TcpSegmenter`]), with the
+/// outer lengths, the IPv4 identification and header checksum, and the UDP checksum
+/// (computed unless it was 0 over IPv4) made right.
 #[derive(Debug, Clone)]
 pub struct TunnelSegmenter<'f> {
     frame: &'f [u8],

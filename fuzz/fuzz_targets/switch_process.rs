@@ -10,10 +10,11 @@
 //! switch's timers (`Switch::poll`) run after each. The configuration byte's bits: 0, the
 //! underlay's next hops resolved with ARP/ND (which then reads what arrives from the
 //! underlay as answers to its probes) instead of fixed; 1, an IPv6 underlay; 2, port security
-//! on ports 1 and 2 and a second backend for the services; 3, a reconfiguration every fourth batch, back and forth between this
-//! configuration and one with bits 0 and 2 flipped (and bit 1 too when bit 4 is set), with
-//! the traffic's state (learned entries, tracked flows) in place. A refused change must leave
-//! the generation as it was, an accepted one advance it by one.
+//! on ports 1 and 2 and a second backend for the services; 3, a reconfiguration every fourth
+//! batch, back and forth between this configuration and one with bits 0 and 2 flipped (and
+//! bit 1 too when bit 4 is set), with the traffic's state (learned entries, tracked flows) in
+//! place. A refused change must leave the generation as it was, an accepted one advance it by
+//! one.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

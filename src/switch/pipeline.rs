@@ -711,8 +711,8 @@ impl Switch {
     /// Timers, to call about once a second (and the data path needs no other call): ageing
     /// of the forwarding table, and ARP/ND probes for underlay next hops (every VTEP the
     /// configuration names is resolved from the first call on, before traffic needs it), which
-    /// it writes into `output` as actions to the underlay (`output` is cleared first). Returns how many
-    /// entries aged out.
+    /// it writes into `output` as actions to the underlay (`output` is cleared first). Returns
+    /// how many entries aged out.
     pub fn poll(&self, now: Instant, output: &mut Output) -> usize {
         output.actions.clear();
         output.generated.clear();
