@@ -488,19 +488,21 @@ mod test {
 
     use super::*;
 
-    /// A TCP super-frame built with etherparse (not our code), with `payload`.
-    fn super_frame(ipv6: bool, flags: &str, payload: &[u8]) -> Vec<u8> {
-        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let ip = if ipv6 {
-            eth.ipv6(
-                [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-                64,
-            )
+    /// etherparse's builder (not our code) up to the IP header: Ethernet from host 1 to host 2
+    /// of network `net`, IPv4 (198.18.net.0/24) or IPv6 (2001:db8:0:net::/64), TTL 64.
+    fn ip(ipv6: bool, net: u8) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, net, 1], [2, 0, 0, 0, net, 2]);
+        if ipv6 {
+            let host = |h| [0x20, 1, 0x0d, 0xb8, 0, 0, 0, net, 0, 0, 0, 0, 0, 0, 0, h];
+            eth.ipv6(host(1), host(2), 64)
         } else {
-            eth.ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-        };
-        let mut tcp = ip.tcp(40000, 5201, 0xffff_fff0, 501).ack(77);
+            eth.ipv4([198, 18, net, 1], [198, 18, net, 2], 64)
+        }
+    }
+
+    /// A TCP super-frame built with etherparse, with `payload`.
+    fn super_frame(ipv6: bool, flags: &str, payload: &[u8]) -> Vec<u8> {
+        let mut tcp = ip(ipv6, 0).tcp(40000, 5201, 0xffff_fff0, 501).ack(77);
         for flag in flags.chars() {
             tcp = match flag {
                 'P' => tcp.psh(),
@@ -578,20 +580,13 @@ mod test {
     /// `inner` in VXLAN (VNI 5) over UDP from port 49152 to 4789, over IPv4 or IPv6, built
     /// with etherparse; the IPv4 UDP checksum left 0 when `zero_checksum`.
     fn vxlan(ipv6: bool, inner: &[u8], zero_checksum: bool) -> Vec<u8> {
-        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]);
-        let ip = if ipv6 {
-            eth.ipv6(
-                [0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                [0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-                64,
-            )
-        } else {
-            eth.ipv4([198, 18, 1, 1], [198, 18, 1, 2], 64)
-        };
         let mut payload = vec![0x08, 0, 0, 0, 0, 0, 5, 0];
         payload.extend_from_slice(inner);
         let mut frame = Vec::new();
-        ip.udp(49152, 4789).write(&mut frame, &payload).unwrap();
+        ip(ipv6, 1)
+            .udp(49152, 4789)
+            .write(&mut frame, &payload)
+            .unwrap();
         if zero_checksum && !ipv6 {
             frame[40..42].fill(0);
         }

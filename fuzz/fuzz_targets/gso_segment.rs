@@ -17,7 +17,7 @@ use switchyard::gso::{TcpSegmenter, TunnelSegmenter, UdpSegmenter};
 struct Input {
     /// Which segmenter (modulo 3).
     kind: u8,
-    /// The segment size (the MSS for TCP); 0 is refused.
+    /// The segment size (the MSS for TCP); 0 must be refused.
     size: u16,
     /// `UdpSegmenter`'s zero IPv4 UDP checksum option.
     zero_checksum: bool,
@@ -58,8 +58,18 @@ fuzz_target!(|input: Input| {
         plausible: make_plausible,
         mut frame,
     } = input;
-    // The segments of a 64 KB frame at a size of 1 are many: bound the work, not the input.
-    let size = size.max(8);
+    // The segments of a 64 KB frame at a size of 1 are many: bound the work, not the input
+    // (0 stays 0, which every segmenter must refuse).
+    let size = if size == 0 { 0 } else { size.max(8) };
+    if size == 0 {
+        assert!(
+            TcpSegmenter::new(&frame, 0).is_err()
+                && TunnelSegmenter::new(&frame, 0).is_err()
+                && UdpSegmenter::new(&frame, 0, zero_checksum).is_err(),
+            "a segment size of 0 taken"
+        );
+        return;
+    }
     match kind % 3 {
         0 => {
             if make_plausible {

@@ -1478,13 +1478,11 @@ impl State {
     fn answer(&self, received: &Received<'_>, meta: &mut Meta, output: &mut Output) {
         // Only untagged ARP and IPv6 can be a request the parsers below accept: everything
         // else (nearly every frame) leaves here first, on one load of its EtherType.
-        let start = meta.inner.start;
-        let kind = received
-            .frame
-            .get(start + 12..start + 14)
-            .and_then(|bytes| <[u8; 2]>::try_from(bytes).ok())
-            .map(u16::from_be_bytes);
-        if !matches!(kind, Some(ethertype::ARP | ethertype::IPV6)) {
+        let from_inner = received.frame.get(meta.inner.start..).unwrap_or(&[]);
+        if !matches!(
+            ethertype_of(from_inner),
+            Some(ethertype::ARP | ethertype::IPV6)
+        ) {
             return;
         }
         let (Ingress::Port(port), Destination::Port(_)) = (received.ingress, meta.from) else {
