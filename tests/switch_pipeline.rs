@@ -8,8 +8,8 @@ use switchyard::fdb::{Destination, FdbConfig};
 use switchyard::lb::{Backend, Protocol, ServiceConfig, ServiceKey};
 use switchyard::switch::{
     ConfigError, Egress, Ingress, LbSettings, Neighbor, Output, PortConfig, PortMode, Received,
-    ServiceProblem, ServiceSettings, StaticEntry, Switch, SwitchConfig, UnderlayConfig,
-    VniSettings, Worker,
+    ServiceProblem, ServiceSettings, StaticEntry, Switch, SwitchConfig, TrafficCounters,
+    UnderlayConfig, VniSettings, Worker,
 };
 use switchyard::time::Instant;
 use switchyard::tunnel::{DecapConfig, EncapConfig, EncapTemplate, IpIdent, Underlay};
@@ -139,9 +139,37 @@ fn run(
         ingress,
         frame: &mut bytes,
     }];
+    let before = worker.counters.clone();
     switch.process(worker, &mut batch, Instant::from_secs(1), &mut output);
     let c = &worker.counters;
     assert_eq!(c.received, c.forwarded + c.dropped.total() + c.consumed);
+    // The frame is counted on its ingress (a port, or the underlay) unless that port is
+    // unknown, dropped there if it was dropped; each action on its egress. (Per port: a
+    // reconfiguration between batches removes the counters of a port it removes.)
+    let delta = |count: fn(&TrafficCounters) -> u64| {
+        let was = |port| {
+            before
+                .ports
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map(|(_, t)| count(t))
+        };
+        c.ports
+            .iter()
+            .map(|&(port, ref t)| count(t) - was(port).unwrap_or(0))
+            .sum::<u64>()
+            + count(&c.underlay)
+            - count(&before.underlay)
+    };
+    let unknown =
+        c.dropped.get(DropReason::PortUnknown) - before.dropped.get(DropReason::PortUnknown);
+    assert_eq!(delta(|t| t.received), 1 - unknown);
+    assert_eq!(
+        delta(|t| t.dropped),
+        c.dropped.total() - before.dropped.total() - unknown
+    );
+    assert_eq!(delta(|t| t.sent), c.sent - before.sent);
+    assert_eq!(c.sent - before.sent, output.actions.len() as u64);
     output
         .actions
         .iter()

@@ -198,6 +198,41 @@ fn resolver_for(config: &SwitchConfig) -> Option<Resolver> {
     Some(resolver)
 }
 
+/// Counts a frame that was not forwarded (dropped, or consumed by the switch): kept out of
+/// the per-frame loop of [`Switch::process`], whose common case is a forwarded frame.
+#[inline(never)]
+fn count_unforwarded(counters: &mut SwitchCounters, ingress: Ingress, meta: &Meta) {
+    let reason = match meta.verdict {
+        Verdict::Dropped(reason) => reason,
+        Verdict::Consumed => {
+            counters.consumed += 1;
+            return;
+        }
+        Verdict::Pending => return,
+    };
+    counters.dropped.record(reason);
+    if let Some(traffic) = ingress_traffic(counters, ingress, meta) {
+        traffic.dropped += 1;
+    }
+    if let Some((_, traffic)) = counters.vnis.get_mut(meta.vni_index as usize) {
+        traffic.dropped += 1;
+    }
+}
+
+/// The traffic counters of a frame's ingress: its port's (`None` for an unknown port), or
+/// the underlay's.
+#[inline(always)]
+fn ingress_traffic<'c>(
+    counters: &'c mut SwitchCounters,
+    ingress: Ingress,
+    meta: &Meta,
+) -> Option<&'c mut TrafficCounters> {
+    match ingress {
+        Ingress::Port(_) => counters.ports.get_mut(meta.port as usize).map(|(_, t)| t),
+        Ingress::Underlay => Some(&mut counters.underlay),
+    }
+}
+
 /// Appends a probe for the underlay as a generated action.
 fn push_underlay_probe(output: &mut Output, probe: &[u8]) {
     let start = output.generated.len();
@@ -1002,55 +1037,40 @@ impl Switch {
             output,
         };
         // The frames' counters go in the same pass, each frame's verdict being final once
-        // it has been forwarded.
+        // it has been forwarded. A forwarded frame costs only its port's and VNI's `received`
+        // (`forwarded` is what is left of the batch); the rest is counted out of line.
+        let mut unforwarded = 0usize;
         for (index, (received, meta)) in batch.iter().zip(metas.iter_mut()).enumerate() {
             if meta.verdict == Verdict::Pending {
                 let known = found.get(meta.lookup as usize).unwrap_or(&Found::NOTHING);
                 self.forward(index, received, meta, known, &mut forwarding);
             }
-            let dropped = match meta.verdict {
-                Verdict::Dropped(reason) => {
-                    counters.dropped.record(reason);
-                    true
-                }
-                Verdict::Consumed => {
-                    counters.consumed += 1;
-                    false
-                }
-                Verdict::Pending => {
-                    counters.forwarded += 1;
-                    false
-                }
-            };
-            let traffic = match received.ingress {
-                Ingress::Port(_) => counters.ports.get_mut(meta.port as usize).map(|(_, t)| t),
-                Ingress::Underlay => Some(&mut counters.underlay),
-            };
-            if let Some(traffic) = traffic {
+            if meta.verdict != Verdict::Pending {
+                unforwarded += 1;
+                count_unforwarded(counters, received.ingress, meta);
+            }
+            if let Some(traffic) = ingress_traffic(counters, received.ingress, meta) {
                 traffic.received += 1;
-                traffic.dropped += u64::from(dropped);
             }
             if let Some((_, traffic)) = counters.vnis.get_mut(meta.vni_index as usize) {
                 traffic.received += 1;
-                traffic.dropped += u64::from(dropped);
             }
         }
+        counters.forwarded += (batch.len() - unforwarded) as u64;
         counters.sent += output.actions.len() as u64;
+        let mut underlay_sent = 0u64;
         for action in &output.actions {
-            if matches!(action.payload, Payload::Generated(_)) {
-                counters.generated += 1;
-            }
-            let traffic = match action.egress {
-                Egress::Port(_) => counters
-                    .ports
-                    .get_mut(action.counter as usize)
-                    .map(|(_, t)| t),
-                Egress::Underlay => Some(&mut counters.underlay),
-            };
-            if let Some(traffic) = traffic {
-                traffic.sent += 1;
+            counters.generated += u64::from(matches!(action.payload, Payload::Generated(_)));
+            match action.egress {
+                Egress::Underlay => underlay_sent += 1,
+                Egress::Port(_) => {
+                    if let Some((_, traffic)) = counters.ports.get_mut(action.counter as usize) {
+                        traffic.sent += 1;
+                    }
+                }
             }
         }
+        counters.underlay.sent += underlay_sent;
     }
 
     /// Forwards one frame; `known` is the forwarding table's answer for its destination
