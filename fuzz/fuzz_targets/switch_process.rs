@@ -25,12 +25,13 @@ use switchyard::lb::{Backend, ConnTrackConfig, Protocol, ServiceConfig, ServiceK
 use switchyard::switch::ServiceSettings;
 use switchyard::switch::{
     Egress, Ingress, Neighbor, NextHop, Output, Payload, PortConfig, PortMode, PortSecurity,
-    Received, StaticEntry, Switch, SwitchConfig, UnderlayConfig, VniSettings, MAX_ACTION_HEADER,
+    Received, StaticEntry, Switch, SwitchConfig, TrafficCounters, UnderlayConfig, VniSettings,
+    MAX_ACTION_HEADER,
 };
 use switchyard::time::Instant;
 use switchyard::tunnel::{DecapConfig, EncapConfig};
 use switchyard::wire::EthernetAddress;
-use switchyard::{PortId, Vni};
+use switchyard::{DropReason, PortId, Vni};
 
 fn config(variant: u8) -> SwitchConfig {
     let (resolve, ipv6, secure) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
@@ -188,9 +189,34 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         let lens: Vec<usize> = batch.iter().map(|r| r.frame.len()).collect();
         let now = Instant::from_secs(second as u64);
+        let before = worker.counters.clone();
         switch.process(&mut worker, &mut batch, now, &mut output);
         let c = &worker.counters;
         assert_eq!(c.received, c.forwarded + c.dropped.total() + c.consumed);
+        // Every frame counted on its ingress (but one from an unknown port), every drop there
+        // too, every action on its egress; a port's counts compared only with its own.
+        let on_ingresses = |count: fn(&TrafficCounters) -> u64| {
+            let was = |id| {
+                before
+                    .ports
+                    .iter()
+                    .find(|(p, _)| *p == id)
+                    .map(|(_, t)| count(t))
+            };
+            let ports: u64 = c
+                .ports
+                .iter()
+                .map(|(id, t)| count(t) - was(*id).unwrap_or(0))
+                .sum();
+            ports + count(&c.underlay) - count(&before.underlay)
+        };
+        let unknown =
+            c.dropped.get(DropReason::PortUnknown) - before.dropped.get(DropReason::PortUnknown);
+        assert_eq!(on_ingresses(|t| t.received), batch.len() as u64 - unknown);
+        let dropped = c.dropped.total() - before.dropped.total();
+        assert_eq!(on_ingresses(|t| t.dropped), dropped - unknown);
+        assert_eq!(on_ingresses(|t| t.sent), output.actions.len() as u64);
+        assert_eq!(c.sent - before.sent, output.actions.len() as u64);
         for action in &output.actions {
             assert!(action.header().len() <= MAX_ACTION_HEADER);
             match &action.payload {
