@@ -1108,3 +1108,88 @@ fn a_service_translates_a_datagram_behind_an_inner_vlan_tag() {
     assert_eq!(inner[34..38], [198, 19, 0, 5], "to the backend's address");
     assert_eq!(inner[40..42], 8080u16.to_be_bytes(), "and port");
 }
+
+#[test]
+fn each_translated_frame_goes_to_its_backends_current_mac() {
+    // More services (one backend each) than a worker keeps backend MACs for in one load
+    // balancer (64), so that some share a place there: frames to all of them, in one batch
+    // and across batches, each reach their own backend's MAC. Then every backend's neighbour
+    // entry changes: the next frames reach the new MACs.
+    const SERVICES: u8 = 80;
+    let backend_mac = |generation: u8, i: u8| EthernetAddress([2, 0, 0, 0, generation, i]);
+    let mut config = config_with_service();
+    config.services.clear();
+    for i in 1..=SERVICES {
+        config.neighbors.push(Neighbor {
+            vni: vni(200),
+            ip: IpAddr::V4(Ipv4Addr::new(198, 19, 1, i)),
+            mac: backend_mac(1, i),
+        });
+        config.services.push(ServiceSettings {
+            vni: vni(200),
+            key: ServiceKey::new((Ipv4Addr::new(198, 19, 2, i), 80).into(), Protocol::Udp),
+            service: ServiceConfig::new(vec![Backend::new(
+                (Ipv4Addr::new(198, 19, 1, i), 8080).into(),
+            )]),
+        });
+    }
+    let switch = Switch::new(config.clone()).unwrap();
+    let mut worker = switch.worker();
+    // A datagram from port 4 to each VIP of `vips`; what reached VTEP B (VNI 200's only
+    // remote; the backends' MACs are not learned, so each frame floods there once): the
+    // destination MAC and address of each inner frame.
+    let sent = |worker: &mut Worker, vips: &[u8]| {
+        let mut frames: Vec<Vec<u8>> = vips
+            .iter()
+            .map(|&i| {
+                let mut f = frame(LbSettings::DEFAULT_VIRTUAL_MAC.0, mac(4));
+                f[30..34].copy_from_slice(&[198, 19, 2, i]);
+                f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+                f[36..38].copy_from_slice(&80u16.to_be_bytes());
+                f[38..40].copy_from_slice(&30u16.to_be_bytes());
+                f
+            })
+            .collect();
+        let mut batch: Vec<Received<'_>> = frames
+            .iter_mut()
+            .map(|f| Received {
+                ingress: Ingress::Port(PortId(4)),
+                frame: f,
+            })
+            .collect();
+        let mut output = Output::default();
+        switch.process(worker, &mut batch, Instant::from_secs(1), &mut output);
+        output
+            .actions
+            .iter()
+            .filter(|a| a.egress == Egress::Underlay)
+            .map(|a| {
+                let f = output.frame(a, &batch);
+                (EthernetAddress::from_bytes(&f[50..56]), f[80..84].to_vec())
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = |generation: u8, vips: &[u8]| {
+        vips.iter()
+            .map(|&i| (backend_mac(generation, i), vec![198, 19, 1, i]))
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<u8> = (1..=SERVICES).collect();
+    let backwards: Vec<u8> = all.iter().rev().copied().collect();
+    for vips in [&all, &backwards, &all] {
+        assert_eq!(sent(&mut worker, vips), expected(1, vips));
+    }
+    for neighbor in &mut config.neighbors {
+        if neighbor.mac.0[..5] == [2, 0, 0, 0, 1] {
+            neighbor.mac.0[4] = 2;
+        }
+    }
+    switch.reconfigure(config).unwrap();
+    for vips in [&backwards, &all] {
+        assert_eq!(sent(&mut worker, vips), expected(2, vips));
+    }
+    assert_eq!(
+        worker.counters.dropped.get(DropReason::LbBackendUnresolved),
+        0
+    );
+}

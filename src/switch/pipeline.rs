@@ -4,7 +4,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::ops::Range;
 
 use super::config::{
@@ -416,6 +416,45 @@ impl TemplateKey {
     }
 }
 
+/// Slots of a worker's [`BackendMacs`] for each load balancer (a power of two).
+const BACKEND_MAC_SLOTS: usize = 64;
+
+/// A worker's copy of the neighbour entries of the backends it translated frames to, direct
+/// mapped by a multiply of the backend's address: a translated frame finds its backend's MAC
+/// with one compare instead of the neighbour map's hash, probe and key. (Not by the
+/// backend's index in its service's table: every service's first backends would share the
+/// first slots.) The neighbours change only with a new [`State`], which empties the cache.
+#[derive(Debug)]
+struct BackendMacs {
+    /// `BACKEND_MAC_SLOTS` for each load balancer, in the order of `State::lbs`.
+    slots: Vec<BackendMac>,
+}
+
+/// One slot of [`BackendMacs`]: the backend's address as 128 bits (IPv4 in the low 32), its
+/// family (4 or 6; 0 for an empty slot) and its MAC.
+#[derive(Debug, Clone, Copy, Default)]
+struct BackendMac {
+    address: u128,
+    family: u32,
+    mac: EthernetAddress,
+}
+
+impl BackendMacs {
+    fn new(state: &State) -> BackendMacs {
+        BackendMacs {
+            slots: vec![BackendMac::default(); state.lbs.len() * BACKEND_MAC_SLOTS],
+        }
+    }
+
+    /// The slot of the backend at `address` (as 128 bits) among its load balancer's.
+    #[inline(always)]
+    fn slot(address: u128) -> usize {
+        let folded = (address as u64) ^ ((address >> 64) as u64);
+        // The top bits of the product depend on every bit of the address.
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % BACKEND_MAC_SLOTS
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PortState {
     index: usize,
@@ -498,6 +537,8 @@ pub struct Worker {
     /// One load-balancer worker per VNI with services, in the order of `State::lbs`; `None`
     /// where the VNI's load balancer had no free worker slot.
     lbs: Vec<(Vni, LbHandle, Option<lb::Worker>)>,
+    /// The MACs of the backends the load balancers chose, from the state's neighbours.
+    backend_macs: BackendMacs,
 }
 
 impl Worker {
@@ -892,6 +933,7 @@ impl Switch {
             found: Vec::new(),
             flood: self.fdb.flood_buffer(),
             lbs: lb_workers(Vec::new(), &state),
+            backend_macs: BackendMacs::new(&state),
             state,
         }
     }
@@ -914,6 +956,7 @@ impl Switch {
         worker.counters.vnis = carried(&worker.counters.vnis, state.vnis.keys());
         worker.templates = TemplateCache::new();
         worker.lbs = lb_workers(core::mem::take(&mut worker.lbs), &state);
+        worker.backend_macs = BackendMacs::new(&state);
         worker.state = state;
         worker.generation = generation;
     }
@@ -942,6 +985,7 @@ impl Switch {
             found,
             flood,
             lbs,
+            backend_macs,
             ..
         } = worker;
         let state: &State = state;
@@ -1001,7 +1045,7 @@ impl Switch {
         if !state.lbs.is_empty() {
             for (received, meta) in batch.iter_mut().zip(metas.iter_mut()) {
                 if meta.verdict == Verdict::Pending {
-                    state.balance(received, meta, lbs, now);
+                    state.balance(received, meta, lbs, backend_macs, now);
                 }
             }
         }
@@ -1570,6 +1614,7 @@ impl State {
         received: &mut Received<'_>,
         meta: &mut Meta,
         lbs: &mut [(Vni, LbHandle, Option<lb::Worker>)],
+        backend_macs: &mut BackendMacs,
         now: Instant,
     ) {
         let Some(index) = self.vni_state(meta).and_then(|v| v.lb) else {
@@ -1597,8 +1642,19 @@ impl State {
             return;
         };
         match worker.process(packet, now) {
-            Decision::Forward { backend } => {
-                match self.neighbors.get(meta.vni, backend.addr.ip()) {
+            Decision::Forward { ref backend } => {
+                let (family, address) = match &backend.addr {
+                    SocketAddr::V4(a) => (4, u128::from(a.ip().to_bits())),
+                    SocketAddr::V6(a) => (6, a.ip().to_bits()),
+                };
+                let slot = index * BACKEND_MAC_SLOTS + BackendMacs::slot(address);
+                let mac = match backend_macs.slots.get(slot) {
+                    Some(cached) if cached.family == family && cached.address == address => {
+                        Some(cached.mac)
+                    }
+                    _ => self.backend_mac_missed(backend_macs, slot, meta.vni, backend.addr),
+                };
+                match mac {
                     Some(mac) => macs[..6].copy_from_slice(&mac.0),
                     None => meta.verdict = Verdict::Dropped(DropReason::LbBackendUnresolved),
                 }
@@ -1613,6 +1669,31 @@ impl State {
             Decision::Drop(DropReason::LbMalformed) if !to_virtual => {}
             Decision::Drop(reason) => meta.verdict = Verdict::Dropped(reason),
         }
+    }
+
+    /// The MAC of the backend at `addr` in `vni`, from the neighbours, kept in `slot` of the
+    /// worker's cache when known.
+    #[cold]
+    #[inline(never)]
+    fn backend_mac_missed(
+        &self,
+        backend_macs: &mut BackendMacs,
+        slot: usize,
+        vni: Vni,
+        addr: SocketAddr,
+    ) -> Option<EthernetAddress> {
+        let mac = self.neighbors.get(vni, addr.ip())?;
+        if let Some(cached) = backend_macs.slots.get_mut(slot) {
+            *cached = BackendMac {
+                address: match addr.ip() {
+                    IpAddr::V4(ip) => u128::from(ip.to_bits()),
+                    IpAddr::V6(ip) => ip.to_bits(),
+                },
+                family: if addr.is_ipv4() { 4 } else { 6 },
+                mac,
+            };
+        }
+        Some(mac)
     }
 
     /// [`State::to_port`] as a call rather than inlined: for the flood loop.
