@@ -88,7 +88,9 @@ fn main() {
         .find_map(|a| a.parse::<f64>().ok())
         .unwrap_or(10.0);
     let (steps, loads, deadline) = if benching {
-        (ALU_STEPS, CHASE_LOADS, Duration::from_secs_f64(seconds))
+        // A negative, infinite or absurd count of seconds is the default's.
+        let deadline = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::from_secs(10));
+        (ALU_STEPS, CHASE_LOADS, deadline)
     } else {
         (ALU_STEPS / 100, CHASE_LOADS / 100, Duration::ZERO)
     };
