@@ -18,11 +18,12 @@ benchmark to that one (peer time over ours) and its median. --json FILE writes i
 Beside each run's median it reports the 10th percentile of that run's samples (criterion's
 sample.json: each sample's time over its iterations, per element), and the median of those
 over the runs. The guest's slow phases come and go within one run, seconds apart (one 30-s
-run of `pipeline/access_to_tunnel/64` on 2026-11-30: samples at 51-55 ns and at 83-90 ns,
-alternating), so a run's median mixes the two phases in whatever proportion the run met them,
-while its 10th percentile is close to the code's time in the fast phase whenever the run met
-that phase at all (a run spent wholly in the slow phase shows it in both figures). It is a
-second view, not a replacement: the targets are judged by the medians.
+run of `pipeline/access_to_tunnel/64` on 2026-11-30: samples near 52 ns and near 87 ns,
+alternating, and values between for samples that straddle a change), so a run's median mixes
+the two phases in whatever proportion the run met them, while its 10th percentile is close to
+the code's time in the fast phase whenever the run met that phase at all (a run spent wholly
+in the slow phase shows it in both figures). It is a second view, not a replacement: the
+targets are judged by the medians.
 """
 
 import argparse
