@@ -28,8 +28,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRITERION = os.path.join(ROOT, "target", "criterion")
+from medians import CRITERION, ROOT, percentile, samples_per_element
 
 
 def run_once(exe, bench_id, args):
@@ -45,8 +44,6 @@ def run_once(exe, bench_id, args):
     try:
         with open(os.path.join(directory, "benchmark.json")) as f:
             meta = json.load(f)
-        with open(os.path.join(directory, "sample.json")) as f:
-            sample = json.load(f)
         fresh = os.path.getmtime(os.path.join(directory, "sample.json")) >= start
     except OSError:
         fresh = False
@@ -54,10 +51,10 @@ def run_once(exe, bench_id, args):
         sys.exit(f"this run left no criterion results for {bench_id} under {CRITERION}: "
                  "is the id right?")
     elements = (meta.get("throughput") or {}).get("Elements", 1)
-    per = sorted(t / i / elements for t, i in zip(sample["times"], sample["iters"]) if i)
+    per = samples_per_element(directory, elements)
     if not per:
         sys.exit(f"{bench_id}: no samples")
-    return per[int(len(per) * 0.10)], statistics.median(per)
+    return percentile(per, 0.10), statistics.median(per)
 
 
 def main():

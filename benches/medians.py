@@ -53,17 +53,22 @@ def bench_binary(name):
     sys.exit(f"no executable for bench {name}")
 
 
-def sample_percentile(directory, elements, fraction):
-    """The `fraction` percentile of one run's samples (criterion's sample.json), ns per element."""
+def samples_per_element(directory, elements):
+    """One run's samples (criterion's sample.json in `directory`): each sample's time over its
+    iterations and `elements`, in ns, sorted; empty if there are none."""
     try:
         with open(os.path.join(directory, "sample.json")) as f:
             sample = json.load(f)
     except OSError:
+        return []
+    return sorted(t / i / elements for t, i in zip(sample["times"], sample["iters"]) if i)
+
+
+def percentile(sorted_values, fraction):
+    """The `fraction` percentile of `sorted_values` (nearest rank below), or None if empty."""
+    if not sorted_values:
         return None
-    per = sorted(t / i / elements for t, i in zip(sample["times"], sample["iters"]) if i)
-    if not per:
-        return None
-    return per[min(len(per) - 1, int(len(per) * fraction))]
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
 def results_since(start):
@@ -80,7 +85,7 @@ def results_since(start):
             median = json.load(f)["median"]["point_estimate"]
         elements = (meta.get("throughput") or {}).get("Elements", 1)
         found[meta["full_id"]] = (median / elements,
-                                  sample_percentile(directory, elements, 0.10))
+                                  percentile(samples_per_element(directory, elements), 0.10))
     return found
 
 
