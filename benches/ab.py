@@ -23,6 +23,7 @@ instructions (callgrind) remains the exact measure of a change's size; this is f
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from medians import CRITERION, ROOT, percentile, samples_per_element
 def run_once(exe, bench_id, args):
     """Runs `exe` on `bench_id`; returns (10th percentile, median) of its samples, ns/element."""
     command = [exe, "--bench", "--warm-up-time", args.warm_up, "--measurement-time",
-               args.measure, "--noplot", "^" + bench_id + "$"]
+               args.measure, "--noplot", "^" + re.escape(bench_id) + "$"]
     if args.cpu is not None:
         command = ["taskset", "-c", args.cpu] + command
     start = time.time()
@@ -67,6 +68,8 @@ def main():
     parser.add_argument("--warm-up", default="1", help="criterion --warm-up-time, seconds")
     parser.add_argument("--measure", default="8", help="criterion --measurement-time, seconds")
     args = parser.parse_args()
+    if args.rounds < 1:
+        sys.exit("--rounds must be at least 1")
     for exe in (args.a, args.b):
         if not os.access(exe, os.X_OK):
             sys.exit(f"not an executable: {exe}")
