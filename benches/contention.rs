@@ -11,7 +11,7 @@
 //!   than L1, less than L2): the latency of the core's L2, in nanoseconds a load.
 //!
 //! On the shared 2-vCPU guests these benchmarks run on, both figures alternate between two
-//! levels, from a fraction of a second to many seconds apart (2026-11-30, the AMD EPYC guest:
+//! levels, from a fraction of a second to many seconds apart (2026-11-30, the Zen 3 EPYC guest:
 //! `alu` 17.5-19.6 against 12.2-13.8, `l2` 4.5-5.4 ns against 8.5-10.7 ns, the two changing
 //! together), while a chain of dependent additions (a loop measured apart) keeps the same
 //! clock, 2.9 GHz, throughout. That is the signature of the other hardware thread of the

@@ -71,6 +71,12 @@ def percentile(sorted_values, fraction):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
+def print_row(bench_id, values):
+    """One line of a table: the id, the median, min and max of `values`, then each value."""
+    print(f"{bench_id:<48} {statistics.median(values):9.2f} {min(values):9.2f} "
+          f"{max(values):9.2f}  " + " ".join(f"{v:.2f}" for v in values))
+
+
 def results_since(start):
     """Every benchmark whose estimates were written after `start`: id -> (ns per element,
     10th percentile of the samples in ns per element)."""
@@ -126,15 +132,12 @@ def main():
     ids = sorted(set().union(*runs))
     print(f"{'benchmark':<48} {'median':>9} {'min':>9} {'max':>9}  ns/element per run")
     for bench_id in ids:
-        values = [r[bench_id] for r in runs if bench_id in r]
-        print(f"{bench_id:<48} {statistics.median(values):9.2f} {min(values):9.2f} "
-              f"{max(values):9.2f}  " + " ".join(f"{v:.2f}" for v in values))
+        print_row(bench_id, [r[bench_id] for r in runs if bench_id in r])
     print("\n10th percentile of each run's samples (the fast phase; see the top of this file)")
     for bench_id in ids:
         values = [r[bench_id] for r in samples if bench_id in r]
         if values:
-            print(f"{bench_id:<48} {statistics.median(values):9.2f} {min(values):9.2f} "
-                  f"{max(values):9.2f}  " + " ".join(f"{v:.2f}" for v in values))
+            print_row(bench_id, values)
     if args.ratio_to:
         print(f"\ntime over the time of {args.ratio_to}, per run (2.00x: twice as slow)")
         for bench_id in ids:
