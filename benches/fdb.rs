@@ -39,9 +39,10 @@
 //! - `fdb_lookup_1m`: 1M entries, one thread.
 //! - `fdb_read_scaling`: `switchyard/N`, `switchyard_single/N` and `papaya/N`, N reader
 //!   threads over the 100k table while a writer thread learns (moves entries) at 1 % of the
-//!   readers' rate. The readers claim batches from a shared counter until N times the
-//!   iteration count are done; the time is the wall time until they are, and the throughput
-//!   counts all readers (see `read_scaling_run` for why not a fixed share each). Each reader
+//!   readers' rate, in a burst every millisecond. The readers claim batches from a shared
+//!   counter until N times the iteration count are done; the time is the wall time until they
+//!   are and the writer has caught up, and the throughput counts all readers (see
+//!   `read_scaling_run` for why not a fixed share each, and why bursts a millisecond apart). Each reader
 //!   writes its answers into its own output array with the same API as in `fdb_lookup`
 //!   (`switchyard`: [`Fdb::lookup_batch`]; `switchyard_single`: [`Fdb::lookup`]).
 //! - `fdb_learn`, in the 100k table, over a working set of 8k MACs (the active senders; the
@@ -64,6 +65,9 @@ use switchyard::fdb::{Destination, Fdb, FdbConfig, Found, Learn};
 use switchyard::time::Instant;
 use switchyard::wire::EthernetAddress;
 use switchyard::{PortId, Vni};
+
+/// How often the read-scaling writer wakes to learn (see `read_scaling_run`).
+const WRITER_INTERVAL: WallDuration = WallDuration::from_millis(1);
 
 /// Lookups per iteration.
 const BATCH: usize = 1024;
@@ -412,13 +416,31 @@ impl Contender for papaya::HashMap<Key, Destination> {
 }
 
 /// `threads` readers look up `iterations * threads` batches between them while one writer
-/// learns at 1 % of their combined rate; returns the readers' wall time.
+/// learns at 1 % of their combined rate; returns the wall time until the readers are done and
+/// the writer has made all of its learns.
 ///
 /// The readers claim batches one at a time from a shared counter (one `fetch_add` a batch of
 /// 1024 lookups), rather than each doing a fixed share: when there are no more cores than
 /// readers, the writer's work (which grows with the readers' rate) takes time from one of them,
 /// and with fixed shares the whole run would wait for that reader's share, measuring how the
 /// scheduler splits one core rather than how the table's reads scale.
+///
+/// The writer learns in bursts, waking every [`WRITER_INTERVAL`] to catch up with the readers'
+/// count. Each wake-up costs CPU of its own on the benchmark machine (a guest whose timer and
+/// wake-up paths go through the hypervisor): a probe writer that woke every 50 us and did not
+/// learn (it only fetched its keys) used 19-20 % of a CPU, 16-18 us a wake-up beside the key
+/// fetches (thread CPU time, 2026-11-30), and with two readers on two CPUs that came out of
+/// theirs as the table's cost would. Waking every millisecond makes it about 2 %. The writer
+/// trails the readers by up to one interval, so when the readers finish it is woken at once to
+/// make the rest of its learns, and the time includes them: every learn that the readers'
+/// count asks for is made inside the timed section.
+///
+/// The writer takes its keys from the workload's entries in order (from a random start), not
+/// at random: a random index into the 3.2 MB array misses the cache on nearly every learn (the
+/// same probe, fetching keys at random from a 1.2 MB array, spent 29-35 ns of CPU on each), the
+/// harness's cost and not the table's. The entries are in random order, so the buckets that
+/// the learns reach are as random as before; each learn's destination is still drawn at random
+/// (nearly always a move).
 fn read_scaling_run<C: Contender>(
     table: &Arc<C>,
     workload: &Arc<Workload>,
@@ -429,6 +451,7 @@ fn read_scaling_run<C: Contender>(
     let total = iterations * threads as u64;
     // Batches claimed by the readers: their progress, read by the writer.
     let claimed = Arc::new(AtomicU64::new(0));
+    // Set when the readers are done: the writer makes its remaining learns and ends.
     let done = Arc::new(AtomicBool::new(false));
 
     let writer = {
@@ -439,15 +462,19 @@ fn read_scaling_run<C: Contender>(
             done.clone(),
         );
         thread::spawn(move || {
-            let mut rng = Rng(0xB0B);
+            let mut rng = Rng(0xB0B ^ iterations);
+            let start = rng.next() as usize;
             let mut learned = 0u64;
             let mut second = 2;
-            while !done.load(Ordering::Relaxed) {
-                // Keep at 1 % of the lookups done so far, in bursts, sleeping in between (with
+            loop {
+                // Read before the count: once `done` is seen, the count is final.
+                let last = done.load(Ordering::Acquire);
+                // Keep at 1 % of the lookups done so far, in bursts, waiting in between (with
                 // as many cores as readers, it still takes some of a reader's time).
                 let target = claimed.load(Ordering::Relaxed).min(total) * BATCH as u64 / 100;
                 while learned < target {
-                    let index = (rng.next() % workload.entries.len() as u64) as usize;
+                    // The next entry in the workload's (random) order, from a random start.
+                    let index = (start + learned as usize) % workload.entries.len();
                     let (key, _) = workload.entries[index];
                     second += 1;
                     table.learn(
@@ -457,7 +484,10 @@ fn read_scaling_run<C: Contender>(
                     );
                     learned += 1;
                 }
-                thread::sleep(WallDuration::from_micros(50));
+                if last {
+                    break;
+                }
+                thread::park_timeout(WRITER_INTERVAL);
             }
         })
     };
@@ -489,10 +519,10 @@ fn read_scaling_run<C: Contender>(
     for reader in readers {
         reader.join().unwrap();
     }
-    let elapsed = start.elapsed();
-    done.store(true, Ordering::Relaxed);
+    done.store(true, Ordering::Release);
+    writer.thread().unpark();
     writer.join().unwrap();
-    elapsed
+    start.elapsed()
 }
 
 fn fdb_read_scaling(c: &mut Criterion) {
