@@ -42,9 +42,9 @@
 //!   readers' rate, in a burst every millisecond. The readers claim batches from a shared
 //!   counter until N times the iteration count are done; the time is the wall time until they
 //!   are and the writer has caught up, and the throughput counts all readers (see
-//!   `read_scaling_run` for why not a fixed share each, and why bursts a millisecond apart). Each reader
-//!   writes its answers into its own output array with the same API as in `fdb_lookup`
-//!   (`switchyard`: [`Fdb::lookup_batch`]; `switchyard_single`: [`Fdb::lookup`]).
+//!   `read_scaling_run` for why not a fixed share each, and why bursts a millisecond apart).
+//!   Each reader writes its answers into its own output array with the same API as in
+//!   `fdb_lookup` (`switchyard`: [`Fdb::lookup_batch`]; `switchyard_single`: [`Fdb::lookup`]).
 //! - `fdb_learn`, in the 100k table, over a working set of 8k MACs (the active senders; the
 //!   lookup groups are the ones that measure cold, random access): `refresh_existing` (the
 //!   clock advances every batch, so each learn of an existing entry stores its new tick) and
@@ -463,7 +463,7 @@ fn read_scaling_run<C: Contender>(
         );
         thread::spawn(move || {
             let mut rng = Rng(0xB0B ^ iterations);
-            let start = rng.next() as usize;
+            let start = (rng.next() % workload.entries.len() as u64) as usize;
             let mut learned = 0u64;
             let mut second = 2;
             loop {
