@@ -426,11 +426,12 @@ impl Contender for papaya::HashMap<Key, Destination> {
 /// scheduler splits one core rather than how the table's reads scale.
 ///
 /// The writer learns in bursts, waking every [`WRITER_INTERVAL`] to catch up with the readers'
-/// count. Each wake-up costs CPU of its own on the benchmark machine (a guest whose timer and
-/// wake-up paths go through the hypervisor): a probe writer that woke every 50 us and did not
+/// count. Each wake-up costs CPU of its own on the benchmark machine (a nested guest,
+/// `nested_pvm=1` on its kernel command line): a probe writer that woke every 50 us and did not
 /// learn (it only fetched its keys) used 19-20 % of a CPU, 16-18 us a wake-up beside the key
 /// fetches (thread CPU time, 2026-11-30), and with two readers on two CPUs that came out of
-/// theirs as the table's cost would. Waking every millisecond makes it about 2 %. The writer
+/// theirs as the table's cost would. Waking every millisecond, the wake-ups cost 16-25 us a
+/// millisecond (the same probe), about 2 %. The writer
 /// trails the readers by up to one interval, so when the readers finish it is woken at once to
 /// make the rest of its learns, and the time includes them: every learn that the readers'
 /// count asks for is made inside the timed section.
