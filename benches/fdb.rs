@@ -431,10 +431,10 @@ impl Contender for papaya::HashMap<Key, Destination> {
 /// learn (it only fetched its keys) used 19-20 % of a CPU, 16-18 us a wake-up beside the key
 /// fetches (thread CPU time, 2026-11-30), and with two readers on two CPUs that came out of
 /// theirs as the table's cost would. Waking every millisecond, the wake-ups cost 16-25 us a
-/// millisecond (the same probe), about 2 %. The writer
-/// trails the readers by up to one interval, so when the readers finish it is woken at once to
-/// make the rest of its learns, and the time includes them: every learn that the readers'
-/// count asks for is made inside the timed section.
+/// millisecond (the same probe), about 2 %. The writer trails the readers by up to one
+/// interval, so when the readers finish it is woken at once to make the rest of its learns,
+/// and the time includes them: every learn that the readers' count asks for is made inside
+/// the timed section.
 ///
 /// The writer takes its keys from the workload's entries in order (from a random start), not
 /// at random: a random index into the 3.2 MB array misses the cache on nearly every learn (the
